@@ -1,0 +1,225 @@
+"""Frozen configuration dataclasses, one per component, gathered in `ModelConfig`.
+
+Modules are built from these explicitly (nanoGPT's `GPTConfig` style). A
+config round-trips through plain JSON (`to_dict` / `from_dict`), which is how
+the model file stores it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from speechvq.errors import SpeechVQError
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Strided 1-D convolutional encoder (VQ-VAE §4.3: 6 convs, kernel 4, stride 2)."""
+
+    channels: int = 128
+    latent_dim: int = 64
+    downsamples: int = 6  # hop = 2 ** downsamples = 64 samples
+    residual_blocks: int = 3  # dilated residual blocks at the frame rate
+    kernel_size: int = 4
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """Vector quantiser (VQ-VAE §3.1-3.2, EMA update from appendix A.1)."""
+
+    codebook_size: int = 512
+    dim: int = 64
+    beta: float = 0.25  # commitment cost
+    ema: bool = True
+    decay: float = 0.99
+    epsilon: float = 1e-5
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    # A code whose EMA usage count falls below this is restarted from an
+    # encoder output of the current batch (Jukebox/SoundStream practice).
+    dead_code_threshold: float = 0.05
+
+
+@dataclass(frozen=True)
+class WaveNetConfig:
+    """A causal stack of gated dilated convolutions (WaveNet §2.3-2.4)."""
+
+    layers: int = 20
+    dilation_cycle: int = 10  # dilations 1, 2, 4, ... 2**(cycle-1), repeated
+    residual_channels: int = 64
+    gate_channels: int = 128
+    skip_channels: int = 64
+    end_channels: int = 128
+    kernel_size: int = 2
+
+    @property
+    def receptive_field(self) -> int:
+        dilations = [2 ** (i % self.dilation_cycle) for i in range(self.layers)]
+        return (self.kernel_size - 1) * sum(dilations) + 1
+
+
+@dataclass(frozen=True)
+class PitchConfig:
+    """The pitch path (issue 7): an F0-driven harmonic source for the decoder.
+
+    The decoder gets sines at the harmonics of F0 as extra input channels
+    (neural source-filter, Wang et al. 2019) and log-F0/voicing as conditioning.
+    At decode time F0 comes from a small predictor that reads the codes and
+    outputs a speaker-normalised log-F0 contour and voicing; the target
+    speaker's log-F0 mean and spread (stored in the model) set its level, so
+    conversion moves pitch to the target speaker and the bitrate is unchanged.
+    """
+
+    enabled: bool = False
+    harmonics: int = 8
+    source_amplitude: float = 0.1
+    predictor_channels: int = 128
+    predictor_layers: int = 3
+    f0_floor: float = 50.0
+    f0_ceil: float = 800.0
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Speaker-conditioned WaveNet decoder over 8-bit mu-law samples."""
+
+    wavenet: WaveNetConfig = field(default_factory=WaveNetConfig)
+    quantization_channels: int = 256  # 8-bit mu-law
+    speaker_dim: int = 32
+    cond_channels: int = 128
+    cond_layers: int = 2  # non-causal convs over the latents before upsampling
+    preemphasis: float = 0.0  # applied before mu-law (LPCNet); 0 disables
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a `SpeechVQ` model, with its speaker table."""
+
+    sample_rate: int = 16000
+    speakers: tuple[str, ...] = ()
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    pitch: PitchConfig = field(default_factory=PitchConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "speakers", tuple(str(s) for s in self.speakers))
+        if len(set(self.speakers)) != len(self.speakers):
+            raise SpeechVQError("speaker list has duplicates")
+        if self.quantizer.dim != self.encoder.latent_dim:
+            raise SpeechVQError(
+                f"quantizer dim {self.quantizer.dim} != encoder latent_dim "
+                f"{self.encoder.latent_dim}"
+            )
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per code frame (64 by default: 250 frames/s at 16 kHz)."""
+        return 2**self.encoder.downsamples
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bits_per_code(self) -> float:
+        import math
+
+        return math.log2(self.quantizer.codebook_size)
+
+    @property
+    def nominal_bitrate(self) -> float:
+        """Bits per second before entropy coding: frame rate x log2(K)."""
+        return self.frame_rate * self.bits_per_code
+
+    def with_speakers(self, speakers: tuple[str, ...] | list[str]) -> ModelConfig:
+        return dataclasses.replace(self, speakers=tuple(speakers))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["speakers"] = list(self.speakers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Rebuild from `to_dict` output; unknown keys are an error, missing ones default."""
+        d = dict(d)
+        dec = dict(d.pop("decoder", {}))
+        wavenet = _build(WaveNetConfig, dec.pop("wavenet", {}))
+        return _build(
+            cls,
+            {
+                **d,
+                "speakers": tuple(d.get("speakers", ())),
+                "encoder": _build(EncoderConfig, d.get("encoder", {})),
+                "quantizer": _build(QuantizerConfig, d.get("quantizer", {})),
+                "decoder": _build(DecoderConfig, {**dec, "wavenet": wavenet}),
+                "pitch": _build(PitchConfig, d.get("pitch", {})),
+            },
+        )
+
+    @classmethod
+    def preset(
+        cls, name: str, speakers: tuple[str, ...] | list[str] = (), pitch: bool | None = None
+    ) -> ModelConfig:
+        """`tiny` (tests, seconds), `small` (a 2-core CPU), `paper` (the paper's sizes, a GPU).
+
+        `pitch` switches the pitch path on or off; by default `small` has it
+        on (it is what makes a CPU-trained decoder voiced, see README) and the
+        others off.
+        """
+        if name not in PRESETS:
+            raise SpeechVQError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        cfg = PRESETS[name]
+        if pitch is not None:
+            cfg = dataclasses.replace(cfg, pitch=dataclasses.replace(cfg.pitch, enabled=pitch))
+        return cfg.with_speakers(speakers)
+
+
+def _build(cls: type, d: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise SpeechVQError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+    return cls(**d)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(
+        encoder=EncoderConfig(channels=16, latent_dim=8, residual_blocks=1),
+        quantizer=QuantizerConfig(codebook_size=16, dim=8),
+        decoder=DecoderConfig(
+            wavenet=WaveNetConfig(
+                layers=4,
+                dilation_cycle=4,
+                residual_channels=16,
+                gate_channels=32,
+                skip_channels=16,
+                end_channels=32,
+            ),
+            speaker_dim=8,
+            cond_channels=16,
+            cond_layers=1,
+        ),
+        pitch=PitchConfig(harmonics=4, predictor_channels=16, predictor_layers=1),
+    ),
+    "small": ModelConfig(pitch=PitchConfig(enabled=True)),
+    "paper": ModelConfig(
+        encoder=EncoderConfig(channels=512, latent_dim=64, residual_blocks=3),
+        decoder=DecoderConfig(
+            wavenet=WaveNetConfig(
+                layers=30,
+                dilation_cycle=10,
+                residual_channels=256,
+                gate_channels=512,
+                skip_channels=256,
+                end_channels=256,
+            ),
+            speaker_dim=64,
+            cond_channels=256,
+            cond_layers=2,
+        ),
+    ),
+}

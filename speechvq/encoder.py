@@ -1,0 +1,57 @@
+"""The encoder: raw waveform to latents 64x shorter (VQ-VAE §4.3).
+
+"The encoder has 6 strided convolutions with stride 2 and window-size 4",
+followed here by residual blocks of dilated convolutions at the frame rate so
+that each latent sees some context, and a 1x1 projection to the latent size D.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from speechvq.config import EncoderConfig
+
+
+class ResidualBlock(nn.Module):
+    """ReLU, dilated conv (kernel 3), ReLU, 1x1 conv, plus the input. Shape-preserving."""
+
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation, padding=dilation)
+        self.proj = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(torch.relu(self.conv(torch.relu(x))))
+
+
+class Encoder(nn.Module):
+    """`[B, 1, T]` waveform to `[B, D, T / 2**downsamples]` latents.
+
+    T must be a multiple of the hop (`SpeechVQ.encode` pads); each strided
+    conv (kernel 4, stride 2, padding 1) halves the length exactly.
+    """
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.hop = 2**cfg.downsamples
+        pad = (cfg.kernel_size - 2) // 2
+        layers: list[nn.Module] = []
+        in_ch = 1
+        for _ in range(cfg.downsamples):
+            layers += [nn.Conv1d(in_ch, cfg.channels, cfg.kernel_size, stride=2, padding=pad)]
+            layers += [nn.ReLU()]
+            in_ch = cfg.channels
+        self.downsample = nn.Sequential(*layers)
+        self.blocks = nn.Sequential(
+            *[ResidualBlock(cfg.channels, 3**i) for i in range(cfg.residual_blocks)]
+        )
+        self.out = nn.Conv1d(cfg.channels, cfg.latent_dim, 1)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        B, C, T = wave.shape
+        assert C == 1 and T % self.hop == 0, f"expected [B, 1, T] with T % {self.hop} == 0"
+        h = self.downsample(wave)  # (B, C, T / hop)
+        h = self.blocks(h)
+        return self.out(torch.relu(h))  # (B, D, F)

@@ -1,0 +1,217 @@
+"""SpeechVQ: encoder, vector quantiser and speaker-conditioned WaveNet decoder.
+
+`forward` is the training pass (teacher forcing, returns a typed
+`ModelOutput`); `encode`, `decode` and `convert` are the NumPy API that the
+CLI and users call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speechvq.audio import deemphasis, mulaw_decode, mulaw_encode, resample
+from speechvq.config import ModelConfig
+from speechvq.decoder import Decoder
+from speechvq.encoder import Encoder
+from speechvq.errors import SpeechVQError
+from speechvq.pitch import PitchPredictor
+from speechvq.quantizer import VectorQuantizer
+
+
+@dataclass
+class ModelOutput:
+    loss: torch.Tensor  # total training loss, scalar
+    recon_loss: torch.Tensor  # cross-entropy of mu-law samples, nats per sample
+    vq_loss: torch.Tensor  # commitment (+ codebook) loss
+    pitch_loss: torch.Tensor  # F0 predictor loss (0 without the pitch path)
+    perplexity: torch.Tensor
+    usage: torch.Tensor
+    codes: torch.Tensor  # [B, F]
+
+
+class SpeechVQ(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.encoder)
+        self.quantizer = VectorQuantizer(config.quantizer)
+        self.decoder = Decoder(config)
+        n_spk = max(1, len(config.speakers))
+        if config.pitch.enabled:
+            self.pitch = PitchPredictor(config.encoder.latent_dim, config.pitch)
+        else:
+            self.pitch = None
+        # Per-speaker log-F0 statistics, set from the training data (`set_pitch_stats`).
+        self.register_buffer("logf0_mean", torch.full((n_spk,), math.log(150.0)))
+        self.register_buffer("logf0_std", torch.full((n_spk,), 0.2))
+
+    # Properties -------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        return self.config.speakers
+
+    def speaker_id(self, speaker: str | int) -> int:
+        """A speaker's index; an unknown name is an error that lists the known ones."""
+        if isinstance(speaker, (int, np.integer)) and 0 <= speaker < max(1, len(self.speakers)):
+            return int(speaker)
+        if speaker in self.speakers:
+            return self.speakers.index(speaker)
+        known = ", ".join(self.speakers) if self.speakers else "(none)"
+        if len(self.speakers) > 20:
+            known = ", ".join(self.speakers[:20]) + f", ... ({len(self.speakers)} in all)"
+        raise SpeechVQError(f"unknown speaker {speaker!r}; this model's speakers: {known}")
+
+    def set_pitch_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store per-speaker log-F0 mean and spread `[S]` (measured on training data)."""
+        self.logf0_mean.copy_(mean)
+        self.logf0_std.copy_(std.clamp(min=0.05))
+
+    # Training ---------------------------------------------------------------
+
+    def forward(
+        self, wave: torch.Tensor, speaker: torch.Tensor, f0: torch.Tensor | None = None
+    ) -> ModelOutput:
+        """Teacher-forced pass: wave `[B, T]` in [-1, 1], speaker ids `[B]`, F0 `[B, T / hop]`."""
+        B, T = wave.shape
+        dec = self.config.decoder
+        z = self.encoder(wave[:, None])  # (B, D, F)
+        q = self.quantizer(z)
+        target_wave = wave
+        if dec.preemphasis:
+            target_wave = torch.cat(
+                [wave[:, :1], wave[:, 1:] - dec.preemphasis * wave[:, :-1]], dim=1
+            )
+        target = mulaw_encode(target_wave.float(), dec.quantization_channels)  # (B, T)
+        prev = F.pad(target[:, :-1], (1, 0), value=dec.quantization_channels // 2)
+        pitch_loss = wave.new_zeros(())
+        source = None
+        if self.pitch is not None:
+            if f0 is None:
+                raise ValueError("the pitch path needs F0 [B, F] in training")
+            pred = self.pitch(q.quantized)
+            pitch_loss = PitchPredictor.loss(
+                pred, f0, self.logf0_mean[speaker], self.logf0_std[speaker]
+            )
+            phase = 2 * math.pi * torch.rand(B, device=wave.device)
+            source = self.decoder.source(f0, phase)
+        cond = self.decoder.conditioning(q.quantized, speaker, f0)
+        logits = self.decoder(prev, cond, source)  # (B, Q, T)
+        recon = F.cross_entropy(logits.float(), target)
+        loss = recon + q.loss + pitch_loss
+        return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
+
+    # The NumPy API ----------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        """`[T]` waveform at any rate to `[ceil(T' / hop)]` int64 codes (T' after resampling).
+
+        The end is zero-padded up to a whole frame.
+        """
+        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+        if sample_rate != self.sample_rate:
+            wave = resample(wave, sample_rate, self.sample_rate)
+        if wave.size == 0:
+            raise SpeechVQError("cannot encode empty audio")
+        hop = self.hop_length
+        padded = np.zeros(-(-wave.size // hop) * hop, dtype=np.float32)
+        padded[: wave.size] = wave
+        self.eval()
+        x = torch.from_numpy(padded)[None, None].to(self._device)
+        codes = self.quantizer(self.encoder(x)).codes[0]
+        return codes.cpu().numpy().astype(np.int64)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        codes: np.ndarray,
+        speaker: str | int,
+        *,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        f0: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """`[F]` codes to a `[F * hop]` float32 waveform at `sample_rate`, in `speaker`'s voice.
+
+        With the pitch path, F0 is predicted from the codes at the speaker's
+        pitch level unless `f0` `[F]` (Hz, 0 = unvoiced) is given.
+        """
+        codes = self.check_codes(codes)
+        spk = torch.tensor([self.speaker_id(speaker)], device=self._device)
+        self.eval()
+        latents = self.quantizer.lookup(torch.from_numpy(codes)[None].to(self._device))
+        f0_t = None
+        if self.pitch is not None:
+            if f0 is not None:
+                f0_t = torch.as_tensor(np.asarray(f0, dtype=np.float32)[None], device=self._device)
+            else:
+                f0_t = self.predict_f0(latents, spk)
+        cond = self.decoder.conditioning(latents, spk, f0_t)
+        gen = torch.Generator(device=self._device)
+        gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
+        phase = torch.zeros(1, device=self._device)
+        source = self.decoder.source(f0_t, phase)
+        samples = self.decoder.generate(cond, source, temperature, gen)[0].cpu().numpy()
+        wave = mulaw_decode(samples, self.config.decoder.quantization_channels)
+        return deemphasis(wave, self.config.decoder.preemphasis).astype(np.float32)
+
+    def predict_f0(self, latents: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+        """Predicted F0 `[B, F]` in Hz at the speakers' pitch level, for latents `[B, D, F]`."""
+        assert self.pitch is not None
+        pred = self.pitch(latents)
+        mean, std = self.logf0_mean[speaker], self.logf0_std[speaker]
+        return PitchPredictor.to_hz(pred, mean, std, self.config.pitch)
+
+    def convert(
+        self, wave: np.ndarray, sample_rate: int, target_speaker: str | int, **kwargs
+    ) -> np.ndarray:
+        """Voice conversion: encode, then decode in `target_speaker`'s voice."""
+        self.speaker_id(target_speaker)  # fail before the slow part
+        return self.decode(self.encode(wave, sample_rate), target_speaker, **kwargs)
+
+    def check_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Validate a `[F]` integer code array; returns it as int64."""
+        arr = np.asarray(codes)
+        K = self.config.quantizer.codebook_size
+        if arr.ndim != 1:
+            raise SpeechVQError(f"codes must be a 1-D array of frames, got shape {arr.shape}")
+        if arr.size == 0:
+            raise SpeechVQError("codes array is empty")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise SpeechVQError(f"codes must be integers, got dtype {arr.dtype}")
+        if arr.min() < 0 or arr.max() >= K:
+            raise SpeechVQError(f"codes must lie in [0, {K}), got [{arr.min()}, {arr.max()}]")
+        return arr.astype(np.int64)
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, path: str | os.PathLike, **extra: str) -> None:
+        """Write a model file (safetensors + JSON metadata; see `speechvq.modelfile`)."""
+        from speechvq.modelfile import save
+
+        save(self, path, **extra)

@@ -1,0 +1,66 @@
+"""The real `speechvq` entry point, end to end on a 0.5 s synthetic wav."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+
+def run(*args, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "speechvq.cli", *map(str, args)], capture_output=True, text=True
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def model_file(tmp_path, tiny_model):
+    tiny_model.train()(torch.randn(2, 1280) * 0.1, torch.tensor([0, 1]))
+    path = tmp_path / "tiny.safetensors"
+    tiny_model.save(path)
+    return path
+
+
+def test_encode_decode_convert(tmp_path, wav_file, model_file):
+    codes = tmp_path / "codes.npy"
+    run("encode", wav_file, codes, "--model", model_file)
+    arr = np.load(codes)
+    assert arr.shape == (8000 // 64,) and np.issubdtype(arr.dtype, np.integer)
+    out = tmp_path / "dec.wav"
+    run("decode", codes, out, "--speaker", "p226", "--model", model_file, "--seed", "1")
+    data, sr = sf.read(out)
+    assert sr == 16000 and len(data) == 8000
+    conv = tmp_path / "conv.wav"
+    run("convert", wav_file, conv, "--target-speaker", "p225", "--model", model_file)
+    assert sf.info(conv).frames == 8000
+    assert run("speakers", "--model", model_file).stdout.split() == ["p225", "p226"]
+    info = run("info", "--model", model_file).stdout
+    assert "16000 Hz" in info and "K = 16" in info
+
+
+def test_errors_are_one_line_with_status_2(tmp_path, wav_file, model_file):
+    proc = run("convert", wav_file, tmp_path / "o.wav", "--target-speaker", "nobody",
+               "--model", model_file, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "p225, p226" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run("encode", tmp_path / "missing.wav", tmp_path / "c.npy", "--model", model_file,
+               check=False)
+    assert proc.returncode == 2 and "missing.wav: no such file" in proc.stderr
+    existing = tmp_path / "exists.npy"
+    existing.write_bytes(b"keep me")
+    proc = run("encode", wav_file, existing, "--model", model_file, check=False)
+    assert proc.returncode == 2 and "--force" in proc.stderr
+    assert existing.read_bytes() == b"keep me"
+    run("encode", wav_file, existing, "--model", model_file, "--force")
+    assert np.load(existing).size == 125
+
+
+def test_every_command_has_help():
+    for cmd in ("encode", "decode", "convert", "speakers", "info"):
+        assert "Usage" in run(cmd, "--help").stdout
