@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -67,7 +66,7 @@ def _check_output(path: Path, force: bool) -> None:
         raise SpeechVQError(f"{path}: is a directory")
 
 
-def _load_model(model: Optional[str]):
+def _load_model(model: str | None):
     import speechvq
 
     return speechvq.load(model)
@@ -77,7 +76,7 @@ def _load_model(model: Optional[str]):
 def encode(
     input: Path = typer.Argument(..., help="Audio file (wav, flac, ogg; any rate)."),
     output: Path = typer.Argument(..., help="Codes .npy file to write."),
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
     force: bool = ForceOpt,
 ):
     """Encode speech into discrete codes (a plain integer .npy, one code per frame)."""
@@ -98,9 +97,9 @@ def decode(
     input: Path = typer.Argument(..., help="Codes .npy file (from `speechvq encode`)."),
     output: Path = typer.Argument(..., help="Audio file to write (wav)."),
     speaker: str = typer.Option(..., "--speaker", "-s", help="Speaker to decode with."),
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
     temperature: float = TempOpt,
-    seed: Optional[int] = SeedOpt,
+    seed: int | None = SeedOpt,
     force: bool = ForceOpt,
 ):
     """Synthesise speech from codes in a given speaker's voice."""
@@ -122,9 +121,9 @@ def convert(
     input: Path = typer.Argument(..., help="Speech to convert."),
     output: Path = typer.Argument(..., help="Audio file to write (wav)."),
     target_speaker: str = typer.Option(..., "--target-speaker", "-s", help="Target voice."),
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
     temperature: float = TempOpt,
-    seed: Optional[int] = SeedOpt,
+    seed: int | None = SeedOpt,
     force: bool = ForceOpt,
 ):
     """Voice conversion: encode the input, decode it as another speaker."""
@@ -141,7 +140,7 @@ def convert(
 
 
 @app.command()
-def speakers(model: Optional[str] = ModelOpt):
+def speakers(model: str | None = ModelOpt):
     """List the model's speakers (valid for --speaker / --target-speaker)."""
     with _errors():
         for name in _load_model(model).speakers:
@@ -149,7 +148,7 @@ def speakers(model: Optional[str] = ModelOpt):
 
 
 @app.command()
-def info(model: Optional[str] = ModelOpt):
+def info(model: str | None = ModelOpt):
     """Describe a model: rates, codebook, bitrate, size, training."""
     with _errors():
         m = _load_model(model)
@@ -170,6 +169,27 @@ def info(model: Optional[str] = ModelOpt):
         width = max(len(k) for k, _ in rows)
         for k, v in rows:
             typer.echo(f"{k:<{width}}  {v}")
+
+
+@app.command()
+def train(
+    manifest: Path = typer.Argument(..., help="Prepared corpus folder (from `speechvq prepare`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, log, model."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Training config YAML (e.g. recipes/configs/small.yaml)."
+    ),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this step."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+):
+    """Train a VQ-VAE on a prepared corpus (CPU, GPU, or `torchrun --nproc_per_node N`)."""
+    with _errors():
+        from speechvq.train import TrainConfig
+        from speechvq.train import train as run_training
+
+        cfg = TrainConfig.from_yaml(config)
+        result = run_training(manifest, out, cfg, resume=resume, max_steps=max_steps)
+        state = "interrupted at" if result.interrupted else "finished at"
+        typer.echo(f"{out}: {state} step {result.steps}; model: {result.model_path}")
 
 
 def main() -> None:

@@ -37,9 +37,12 @@ class QuantizerConfig:
     epsilon: float = 1e-5
     kmeans_init: bool = True
     kmeans_iters: int = 10
-    # A code whose EMA usage count falls below this is restarted from an
-    # encoder output of the current batch (Jukebox/SoundStream practice).
-    dead_code_threshold: float = 0.05
+    kmeans_vectors: int = 8192  # encoder outputs gathered over the first batches for k-means
+    # A code whose usage (an EMA over steps, decay `usage_decay`) falls below
+    # this share of the mean code usage is restarted from an encoder output of
+    # the current batch (Jukebox/SoundStream practice against codebook collapse).
+    dead_code_threshold: float = 0.03
+    usage_decay: float = 0.95
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ pitch path, log-F0 and voicing, go through a few non-causal convolutions
 (the latents are all known before decoding starts). The WaveNet repeats each
 frame's per-layer projections `hop` times (nearest-neighbour upsampling).
 
+The WaveNet works time-major (`[B, T, C]`, see wavenet.py for why).
 Inputs, per sample: the embedding of the previous mu-law sample plus, with
 the pitch path, a 1x1 projection of the harmonic source at this sample.
 """
@@ -34,23 +35,23 @@ class Decoder(nn.Module):
         self.cond_net = nn.Sequential(*layers)
         R = dec.wavenet.residual_channels
         self.embed = nn.Embedding(dec.quantization_channels, R)
-        self.source_proj = nn.Conv1d(cfg.pitch.harmonics, R, 1) if cfg.pitch.enabled else None
+        self.source_proj = nn.Linear(cfg.pitch.harmonics, R) if cfg.pitch.enabled else None
         self.wavenet = WaveNet(dec.wavenet, dec.cond_channels, dec.quantization_channels, self.hop)
 
     def conditioning(
         self, latents: torch.Tensor, speaker: torch.Tensor, f0: torch.Tensor | None
     ) -> torch.Tensor:
-        """latents `[B, D, F]`, speaker ids `[B]`, F0 `[B, F]` (Hz) to `[B, C, F]`."""
+        """latents `[B, D, F]`, speaker ids `[B]`, F0 `[B, F]` (Hz) to `[B, F, C]` (time-major)."""
         B, D, Fr = latents.shape
         spk = self.speaker(speaker)[:, :, None].expand(B, -1, Fr)  # (B, S, F)
         parts = [latents, spk.to(latents.dtype)]
         if self.source_proj is not None:
             assert f0 is not None and f0.shape == (B, Fr), "the pitch path needs F0 [B, F]"
             parts.append(pitch_features(f0).to(latents.dtype))
-        return self.cond_net(torch.cat(parts, dim=1))
+        return self.cond_net(torch.cat(parts, dim=1)).transpose(1, 2)
 
     def source(self, f0: torch.Tensor | None, phase: torch.Tensor | None = None):
-        """The harmonic excitation `[B, H, F * hop]` for F0 `[B, F]`, or None without pitch."""
+        """The harmonic excitation `[B, F * hop, H]` for F0 `[B, F]`, or None without pitch."""
         if self.source_proj is None or f0 is None:
             return None
         p = self.cfg.pitch
@@ -59,8 +60,8 @@ class Decoder(nn.Module):
         )
 
     def inputs(self, prev: torch.Tensor, source: torch.Tensor | None) -> torch.Tensor:
-        """Previous samples `[B, T]` (mu-law ints) and source `[B, H, T]` to `[B, R, T]`."""
-        x = self.embed(prev).transpose(1, 2)  # (B, R, T)
+        """Previous samples `[B, T]` (mu-law ints) and source `[B, T, H]` to `[B, T, R]`."""
+        x = self.embed(prev)  # (B, T, R)
         if self.source_proj is not None and source is not None:
             x = x + self.source_proj(source.to(x.dtype))
         return x
@@ -68,7 +69,7 @@ class Decoder(nn.Module):
     def forward(
         self, prev: torch.Tensor, cond: torch.Tensor, source: torch.Tensor | None
     ) -> torch.Tensor:
-        """Teacher-forced logits `[B, Q, T]`; `prev[:, t]` is the sample before t."""
+        """Teacher-forced logits `[B, T, Q]`; `prev[:, t]` is the sample before t."""
         return self.wavenet(self.inputs(prev, source), cond)
 
     @torch.no_grad()
@@ -79,8 +80,8 @@ class Decoder(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Sample `[B, F * hop]` mu-law ints autoregressively under conditioning `[B, C, F]`."""
-        B, _, Fr = cond.shape
+        """Sample `[B, F * hop]` mu-law ints autoregressively under conditioning `[B, F, C]`."""
+        B, Fr, _ = cond.shape
         T = Fr * self.hop
         state = self.wavenet.start(cond)
         q = self.cfg.decoder.quantization_channels
@@ -90,7 +91,7 @@ class Decoder(nn.Module):
         for t in range(T):
             x = self.embed(prev)  # (B, R)
             if src_x is not None:
-                x = x + src_x[:, :, t]
+                x = x + src_x[:, t]
             logits = self.wavenet.step(x, state)  # (B, Q)
             prev = sample_logits(logits, temperature, generator)
             out[:, t] = prev

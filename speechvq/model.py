@@ -115,8 +115,8 @@ class SpeechVQ(nn.Module):
             phase = 2 * math.pi * torch.rand(B, device=wave.device)
             source = self.decoder.source(f0, phase)
         cond = self.decoder.conditioning(q.quantized, speaker, f0)
-        logits = self.decoder(prev, cond, source)  # (B, Q, T)
-        recon = F.cross_entropy(logits.float(), target)
+        logits = self.decoder(prev, cond, source)  # (B, T, Q)
+        recon = F.cross_entropy(logits.reshape(B * T, -1).float(), target.reshape(B * T))
         loss = recon + q.loss + pitch_loss
         return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
 

@@ -38,7 +38,7 @@ def harmonic_source(
     amplitude: float,
     phase: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sines at harmonics of F0: `[B, F]` frame F0 in Hz (0 = unvoiced) to `[B, H, F * hop]`.
+    """Sines at harmonics of F0: `[B, F]` frame F0 in Hz (0 = unvoiced) to `[B, F * hop, H]`.
 
     F0 is held constant over each frame (the running phase keeps the sines
     continuous); harmonics above Nyquist and unvoiced samples are zero.
@@ -49,9 +49,9 @@ def harmonic_source(
     if phase is not None:
         phi = phi + phase[:, None]
     k = torch.arange(1, harmonics + 1, device=f0.device, dtype=f0.dtype)
-    arg = phi[:, None, :] * k[None, :, None]  # (B, H, T)
-    below_nyquist = (f0_s[:, None, :] * k[None, :, None]) < sample_rate / 2
-    voiced = (f0_s > 0)[:, None, :]
+    arg = phi[:, :, None] * k  # (B, T, H)
+    below_nyquist = (f0_s[:, :, None] * k) < sample_rate / 2
+    voiced = (f0_s > 0)[:, :, None]
     return amplitude * torch.sin(arg) * (below_nyquist & voiced)
 
 
@@ -104,7 +104,7 @@ class PitchPredictor(nn.Module):
     def to_hz(
         pred: PitchPrediction, mean: torch.Tensor, std: torch.Tensor, cfg: PitchConfig
     ) -> torch.Tensor:
-        """Predicted `[B, F]` F0 in Hz for a speaker with log-F0 `mean`/`std` `[B]`; 0 = unvoiced."""
+        """Predicted F0 `[B, F]` in Hz (0 = unvoiced) for speakers with log-F0 `mean`, `std` `[B]`."""
         logf0 = mean[:, None] + std[:, None] * pred.norm_logf0
         f0 = torch.exp(logf0).clamp(cfg.f0_floor, cfg.f0_ceil)
         return f0 * (pred.voicing_logit > 0)

@@ -6,7 +6,7 @@ codebook term ||sg[z] - e||^2 and a commitment term beta * ||z - sg[e]||^2.
 With `ema=True` the codebook is instead an exponential moving average of the
 encoder outputs assigned to each code (appendix A.1), and the codebook term
 is dropped. Two guards against collapse, neither in the paper: k-means
-initialisation from the first batch, and restarting codes whose usage decays
+initialisation from the first batches, and restarting codes whose usage decays
 below a threshold from random encoder outputs of the current batch.
 """
 
@@ -92,7 +92,7 @@ class VectorQuantizer(nn.Module):
             z = z.float()
             flat = z.transpose(1, 2).reshape(-1, D)  # (B*T, D)
             if self.training and not bool(self.initialized):
-                self._kmeans_init(flat.detach())
+                self.init_codebook(flat.detach())  # fallback; the trainer uses more batches
             codes = self.nearest(flat)
             onehot_counts = torch.bincount(codes, minlength=self.cfg.codebook_size).float()
             if self.training:
@@ -109,21 +109,25 @@ class VectorQuantizer(nn.Module):
         return QuantizerOutput(quantized, codes.view(B, T), loss, perplexity, usage)
 
     @torch.no_grad()
-    def _kmeans_init(self, flat: torch.Tensor) -> None:
-        centroids = kmeans(flat, self.cfg.codebook_size, self.cfg.kmeans_iters)
+    def init_codebook(self, vectors: torch.Tensor) -> None:
+        """Fit the codebook to `[N, D]` encoder outputs by k-means (the trainer gathers
+        them over its first batches); the usage statistics restart from there."""
+        K = self.cfg.codebook_size
+        centroids = kmeans(vectors.float(), K, self.cfg.kmeans_iters)
         if _distributed():
             torch.distributed.broadcast(centroids, 0)
         self.codebook.data.copy_(centroids)
         if self.cfg.ema:
             self.ema_sum.copy_(centroids)
             self.ema_count.fill_(1.0)
+        self.usage_count.fill_(1.0)
         self.initialized.fill_(True)
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:
         cfg = self.cfg
         counts = _all_reduce(counts.clone())
-        self.usage_count.mul_(cfg.decay).add_(counts, alpha=1 - cfg.decay)
+        self.usage_count.mul_(cfg.usage_decay).add_(counts, alpha=1 - cfg.usage_decay)
         if cfg.ema:
             sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, flat)
             sums = _all_reduce(sums)
@@ -137,7 +141,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart_dead(self, flat: torch.Tensor) -> None:
-        dead = self.usage_count < self.cfg.dead_code_threshold
+        dead = self.usage_count < self.cfg.dead_code_threshold * self.usage_count.mean()
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
@@ -146,7 +150,7 @@ class VectorQuantizer(nn.Module):
         if _distributed():
             torch.distributed.broadcast(fresh, 0)
         self.codebook.data[dead] = fresh
-        self.usage_count[dead] = 1.0
+        self.usage_count[dead] = self.usage_count.mean()
         if self.cfg.ema:
             self.ema_sum[dead] = fresh
             self.ema_count[dead] = 1.0

@@ -17,8 +17,16 @@ from .conftest import synth_speechlike
 
 @pytest.mark.parametrize(
     "ext,subtype",
-    [("wav", "PCM_U8"), ("wav", "PCM_16"), ("wav", "PCM_24"), ("wav", "PCM_32"),
-     ("wav", "FLOAT"), ("flac", "PCM_16"), ("flac", "PCM_24"), ("ogg", "VORBIS")],
+    [
+        ("wav", "PCM_U8"),
+        ("wav", "PCM_16"),
+        ("wav", "PCM_24"),
+        ("wav", "PCM_32"),
+        ("wav", "FLOAT"),
+        ("flac", "PCM_16"),
+        ("flac", "PCM_24"),
+        ("ogg", "VORBIS"),
+    ],
 )
 def test_reads_formats_and_resamples(tmp_path, ext, subtype):
     wave = synth_speechlike(0.3, 22050)

@@ -44,13 +44,22 @@ def test_encode_decode_convert(tmp_path, wav_file, model_file):
 
 
 def test_errors_are_one_line_with_status_2(tmp_path, wav_file, model_file):
-    proc = run("convert", wav_file, tmp_path / "o.wav", "--target-speaker", "nobody",
-               "--model", model_file, check=False)
+    proc = run(
+        "convert",
+        wav_file,
+        tmp_path / "o.wav",
+        "--target-speaker",
+        "nobody",
+        "--model",
+        model_file,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "p225, p226" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = run("encode", tmp_path / "missing.wav", tmp_path / "c.npy", "--model", model_file,
-               check=False)
+    proc = run(
+        "encode", tmp_path / "missing.wav", tmp_path / "c.npy", "--model", model_file, check=False
+    )
     assert proc.returncode == 2 and "missing.wav: no such file" in proc.stderr
     existing = tmp_path / "exists.npy"
     existing.write_bytes(b"keep me")

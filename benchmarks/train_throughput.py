@@ -1,0 +1,64 @@
+"""Training throughput of the `small` preset: seconds of audio trained per wall-clock second.
+
+Runs full training steps (forward, backward, Adam) on random crops of
+synthetic audio, after warm-up, in fp32 and with bf16 autocast where the CPU
+has it. Usage: python benchmarks/train_throughput.py [--steps 6] [--threads 2]
+The target on the project's 2-core machine is 1.5 s/s or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from speechvq.config import ModelConfig
+from speechvq.model import SpeechVQ
+from speechvq.train import autocast_dtype
+
+
+def bench(pitch: bool, dtype, steps: int, batch: int, seconds: float) -> float:
+    torch.manual_seed(0)
+    model = SpeechVQ(ModelConfig.preset("small", speakers=[f"s{i}" for i in range(8)], pitch=pitch))
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    T = int(seconds * 16000) // 64 * 64
+    wave = 0.1 * torch.randn(batch, T)
+    f0 = torch.where(torch.rand(batch, T // 64) > 0.4, 150.0, 0.0)
+    spk = torch.arange(batch) % 8
+    times = []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(wave, spk, f0)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        if i >= 2:  # warm-up steps excluded
+            times.append(time.perf_counter() - t0)
+    return batch * T / 16000 / (sum(times) / len(times))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--batch", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=0.5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    bf16 = autocast_dtype("auto", torch.device("cpu"))
+    print(f"small preset, batch {args.batch} x {args.seconds} s, {args.threads} threads")
+    for pitch in (True, False):
+        for dtype in (None, bf16) if bf16 else (None,):
+            rate = bench(pitch, dtype, args.steps, args.batch, args.seconds)
+            name = "bf16" if dtype else "fp32"
+            print(
+                f"pitch={'on ' if pitch else 'off'} {name}: {rate:.2f} s of audio per s "
+                f"({rate * 16000:,.0f} samples/s)"
+            )
+
+
+if __name__ == "__main__":
+    main()

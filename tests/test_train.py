@@ -1,0 +1,111 @@
+"""Training: overfitting a clip, exact resume, and DDP with two gloo processes on CPU."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speechvq.prepare import PrepareConfig, Source, prepare_corpus
+from speechvq.train import TrainConfig, load_checkpoint, train
+
+from .conftest import synth_speechlike
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Two speakers, two 1 s utterances each, prepared with Dio F0."""
+    root = tmp_path_factory.mktemp("corpus")
+    src = root / "src"
+    for spk, seed in (("alice", 0), ("bob", 1)):
+        (src / spk).mkdir(parents=True)
+        for i in range(2):
+            sf.write(src / spk / f"{spk}_{i}.wav", synth_speechlike(1.0, seed=seed * 10 + i), 16000)
+    out = root / "prepared"
+    prepare_corpus(
+        [Source(src, "folder")],
+        out,
+        PrepareConfig(f0_method="dio", workers=1, heldout=0.0, trim=False),
+        progress=False,
+    )
+    return out
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(
+        preset="tiny",
+        batch_size=2,
+        crop_seconds=0.25,
+        lr=3e-3,
+        log_every=5,
+        valid_every=0,
+        checkpoint_every=1000,
+        export_every=0,
+        max_steps=100,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def losses(run_dir) -> list[float]:
+    import csv
+
+    with open(run_dir / "log.csv") as f:
+        return [float(r["value"]) for r in csv.DictReader(f) if r["key"] == "recon_loss"]
+
+
+def test_overfits_a_clip(corpus, tmp_path):
+    torch.set_num_threads(1)
+    result = train(corpus, tmp_path / "run", tiny(max_steps=100), progress=False)
+    curve = losses(tmp_path / "run")
+    assert result.steps == 100 and result.model_path.exists()
+    assert curve[-1] < 0.5 * curve[0], curve
+
+
+def test_resume_gives_the_same_weights(corpus, tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny(max_steps=12, pitch=True)
+    whole = train(corpus, tmp_path / "a", cfg, progress=False)
+    part = train(corpus, tmp_path / "b", cfg, progress=False, stop_after=5)
+    assert part.interrupted and part.steps == 5
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 5
+    rest = train(corpus, tmp_path / "b", cfg, resume=True, progress=False)
+    assert rest.steps == whole.steps == 12
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_refuses_to_clobber_a_run(corpus, tmp_path):
+    from speechvq.errors import SpeechVQError
+
+    train(corpus, tmp_path / "r", tiny(max_steps=1), progress=False)
+    with pytest.raises(SpeechVQError, match="--resume"):
+        train(corpus, tmp_path / "r", tiny(max_steps=2), progress=False)
+
+
+def _ddp_worker(rank: int, world: int, port: int, corpus, run_dir) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    train(corpus, run_dir, tiny(max_steps=4, log_every=1), progress=False)
+
+
+def test_ddp_two_processes_gloo(corpus, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "ddp"
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, corpus, run_dir), nprocs=2)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["step"] == 4 and (run_dir / "model.safetensors").exists()
+    assert np.isfinite(losses(run_dir)).all()
