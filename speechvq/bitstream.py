@@ -1,0 +1,375 @@
+"""The `.svq` file: a compressed code sequence with the header needed to decode it.
+
+Self-describing and versioned, after EnCodec's `.ecdc` (magic, version, JSON
+metadata). Layout, all integers little-endian:
+
+    offset  size  field
+    0       8     magic  b"\\x89SVQ\\r\\n\\x1a\\n"  (PNG-style: catches text-mode
+                  transfers and newline rewriting, and is not valid UTF-8)
+    8       2     format version (uint16), currently 1
+    10      4     header length N (uint32)
+    14      N     header: UTF-8 JSON object (see `SVQHeader`)
+    14+N    4     CRC32 of the header bytes
+    18+N    M     payload: the range-coded codes (`entropy.py`); M = header's payload_bytes
+
+A reader refuses, with one line naming the file: another kind of file, a version
+it does not know, a truncated or overlong file, a damaged header or payload
+(CRC32), and a file made by another model (`model_hash`). Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechvq.audio import atomic_output
+from speechvq.entropy import CODER_NAME, ProbabilitySource, decode_codes, encode_codes
+from speechvq.errors import SpeechVQError
+
+MAGIC = b"\x89SVQ\r\n\x1a\n"
+FORMAT_VERSION = 1
+MODEL_HASH_CHARS = 16  # 64 bits of sha256: ample to tell models apart, short in every file
+_PREFIX = struct.Struct("<8sHI")  # magic, version, header length
+_CRC = struct.Struct("<I")
+_MAX_HEADER = 1 << 16  # a real header is ~300 bytes; a bigger length means garbage
+
+
+@dataclass(frozen=True)
+class SVQHeader:
+    """What a reader needs to decode the payload and synthesise speech."""
+
+    model_hash: str  # first MODEL_HASH_CHARS hex digits of `model_hash(...)`
+    sample_rate: int  # Hz of the decoded audio
+    hop_length: int  # samples per code
+    codebook_size: int  # K
+    num_frames: int  # T, the number of codes
+    num_samples: int  # length of the original audio at sample_rate (<= T * hop)
+    speaker: str | None  # the speaker to synthesise by default (None: let the reader choose)
+    entropy_model: str  # "prior", "adaptive", "unigram", "uniform" (see entropy.py)
+    codes_crc32: int  # CRC32 of the codes as little-endian uint16: catches a prior mismatch
+    coder: str = CODER_NAME
+    payload_bytes: int = 0  # filled in by `write_svq`
+    payload_crc32: int = 0  # filled in by `write_svq`
+    package_version: str = ""  # speechvq version that wrote the file, for information
+
+    @property
+    def bits_per_second(self) -> float:
+        """Payload bit rate (header excluded) over the coded duration."""
+        seconds = self.num_frames * self.hop_length / self.sample_rate
+        return 8 * self.payload_bytes / seconds if seconds else 0.0
+
+
+@dataclass(frozen=True)
+class SVQFile:
+    """A read `.svq` file: its header and its payload bytes."""
+
+    header: SVQHeader
+    payload: bytes
+    path: str = ""
+
+
+def model_hash(tensors: Mapping[str, Any], config_json: str | Mapping[str, Any]) -> str:
+    """sha256 hex of a model's weights and config: any change to either changes it.
+
+    Hashes, in sorted name order, each tensor's name, dtype, shape and
+    little-endian bytes (torch tensors and NumPy arrays of the same values give
+    the same hash), then the config (a dict is first written as sorted-key JSON).
+    """
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        dtype, shape, data = _tensor_bytes(tensors[name])
+        h.update(json.dumps([name, dtype, list(shape), len(data)]).encode() + b"\n")
+        h.update(data)
+    if not isinstance(config_json, str):
+        config_json = json.dumps(config_json, sort_keys=True, separators=(",", ":"))
+    h.update(b"config\n" + config_json.encode("utf-8"))
+    return h.hexdigest()
+
+
+def _tensor_bytes(x: Any) -> tuple[str, tuple[int, ...], bytes]:
+    if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
+        import torch
+
+        t = x.detach().cpu().contiguous()
+        dtype = str(t.dtype).removeprefix("torch.")
+        # A uint8 view handles every dtype, bfloat16 included (NumPy has none).
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        return dtype, tuple(t.shape), data
+    a = np.asarray(x)
+    a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+    return a.dtype.name, a.shape, np.ascontiguousarray(a).tobytes()
+
+
+def codes_crc32(codes: np.ndarray) -> int:
+    """CRC32 of `[T]` codes written as little-endian uint16 (K <= 65536)."""
+    return zlib.crc32(np.asarray(codes).astype("<u2").tobytes())
+
+
+def pack_codes(
+    codes: np.ndarray,
+    source: ProbabilitySource,
+    *,
+    model_hash: str,
+    sample_rate: int,
+    hop_length: int,
+    num_samples: int | None = None,
+    speaker: str | None = None,
+    package_version: str = "",
+) -> SVQFile:
+    """Entropy-code `[T]` codes under `source` into an `SVQFile` ready for `write_svq`."""
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+    K = source.num_symbols
+    if K > 1 << 16:
+        raise ValueError(f"codebook of {K} codes: the format holds at most 65536")
+    payload = encode_codes(codes, source)
+    header = SVQHeader(
+        model_hash=model_hash[:MODEL_HASH_CHARS],
+        sample_rate=int(sample_rate),
+        hop_length=int(hop_length),
+        codebook_size=K,
+        num_frames=codes.size,
+        num_samples=int(codes.size * hop_length if num_samples is None else num_samples),
+        speaker=speaker,
+        entropy_model=source.name,
+        codes_crc32=codes_crc32(codes),
+        payload_bytes=len(payload),
+        payload_crc32=zlib.crc32(payload),
+        package_version=package_version,
+    )
+    return SVQFile(header, payload)
+
+
+def unpack_codes(svq: SVQFile, source: ProbabilitySource) -> np.ndarray:
+    """Decode the `[T]` int64 codes of a read file; `source` must match `header.entropy_model`."""
+    h = svq.header
+    name = svq.path or "<svq>"
+    if source.name != h.entropy_model or source.num_symbols != h.codebook_size:
+        raise SpeechVQError(
+            f"{name}: coded with entropy model {h.entropy_model!r} over {h.codebook_size} codes,"
+            f" not {source.name!r} over {source.num_symbols}"
+        )
+    if h.coder != CODER_NAME:
+        raise SpeechVQError(
+            f"{name}: unknown entropy coder {h.coder!r} (this speechvq: {CODER_NAME})"
+        )
+    try:
+        codes = decode_codes(svq.payload, h.num_frames, source)
+    except ValueError as exc:
+        raise SpeechVQError(f"{name}: cannot decode codes ({exc})") from None
+    if codes_crc32(codes) != h.codes_crc32:
+        raise SpeechVQError(
+            f"{name}: decoded codes fail their checksum; the {h.entropy_model!r} model gave"
+            " different probabilities than when the file was written (another machine,"
+            " torch version or thread count?)"
+        )
+    return codes
+
+
+def write_svq(
+    path: str | os.PathLike, header: SVQHeader, payload: bytes, *, force: bool = True
+) -> Path:
+    """Write an `.svq` file atomically; payload_bytes and payload_crc32 are set from `payload`.
+
+    With `force=False` an existing file is refused rather than overwritten.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise SpeechVQError(f"{path}: already exists (use --force to overwrite)")
+    header = dataclasses.replace(
+        header, payload_bytes=len(payload), payload_crc32=zlib.crc32(payload)
+    )
+    header_bytes = json.dumps(dataclasses.asdict(header), separators=(",", ":")).encode("utf-8")
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)))
+            f.write(header_bytes)
+            f.write(_CRC.pack(zlib.crc32(header_bytes)))
+            f.write(payload)
+    return path
+
+
+def read_svq(path: str | os.PathLike, expected_model_hash: str | None = None) -> SVQFile:
+    """Read and check an `.svq` file; raises `SpeechVQError` (one line) for any defect.
+
+    With `expected_model_hash` (full or short hex), a file written by another model
+    is refused, naming both hashes.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SpeechVQError(f"{path}: no such file")
+    if path.is_dir():
+        raise SpeechVQError(f"{path}: is a directory, not a .svq file")
+    with open(path, "rb") as f:
+        prefix = f.read(_PREFIX.size)
+        if not prefix:
+            raise SpeechVQError(f"{path}: empty file, not a speechvq .svq file")
+        if not MAGIC.startswith(prefix[:8]):
+            raise SpeechVQError(f"{path}: not a speechvq .svq file (wrong magic bytes)")
+        if len(prefix) < _PREFIX.size:
+            raise SpeechVQError(f"{path}: truncated .svq file (ends inside its prefix)")
+        _, version, header_len = _PREFIX.unpack(prefix)
+        if version != FORMAT_VERSION:
+            newer = " (written by a newer speechvq? upgrade it)" if version > FORMAT_VERSION else ""
+            raise SpeechVQError(
+                f"{path}: .svq format version {version} is not known to this speechvq,"
+                f" which reads version {FORMAT_VERSION}{newer}"
+            )
+        if header_len > _MAX_HEADER:
+            raise SpeechVQError(f"{path}: corrupted .svq header (length {header_len})")
+        header_bytes = f.read(header_len)
+        crc = f.read(_CRC.size)
+        if len(header_bytes) < header_len or len(crc) < _CRC.size:
+            raise SpeechVQError(f"{path}: truncated .svq file (ends inside its header)")
+        if zlib.crc32(header_bytes) != _CRC.unpack(crc)[0]:
+            raise SpeechVQError(f"{path}: corrupted .svq header (CRC32 mismatch)")
+        header = _parse_header(path, header_bytes)
+        left = os.fstat(f.fileno()).st_size - f.tell()
+        if left < header.payload_bytes:
+            raise SpeechVQError(
+                f"{path}: truncated .svq file (payload has {left} of {header.payload_bytes} bytes)"
+            )
+        if left > header.payload_bytes:
+            raise SpeechVQError(
+                f"{path}: {left - header.payload_bytes} unexpected bytes after the payload"
+            )
+        payload = f.read(header.payload_bytes)
+    if zlib.crc32(payload) != header.payload_crc32:
+        raise SpeechVQError(f"{path}: corrupted .svq payload (CRC32 mismatch)")
+    if expected_model_hash is not None:
+        expected = expected_model_hash[:MODEL_HASH_CHARS]
+        if header.model_hash != expected:
+            raise SpeechVQError(
+                f"{path}: made by model {header.model_hash}, not by this model {expected};"
+                " decode it with the model that encoded it"
+            )
+    return SVQFile(header, payload, str(path))
+
+
+def _parse_header(path: Path, header_bytes: bytes) -> SVQHeader:
+    try:
+        d = json.loads(header_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise SpeechVQError(f"{path}: corrupted .svq header (not JSON)") from None
+    if not isinstance(d, dict):
+        raise SpeechVQError(f"{path}: corrupted .svq header (not a JSON object)")
+    known = {f.name: f for f in dataclasses.fields(SVQHeader)}
+    required = [n for n, f in known.items() if f.default is dataclasses.MISSING]
+    missing = [n for n in required if n not in d]
+    if missing:
+        raise SpeechVQError(f"{path}: .svq header lacks {', '.join(missing)}")
+    # Unknown keys are ignored: a later writer may add optional fields within version 1.
+    values = {n: d[n] for n in known if n in d}
+    ints = ("sample_rate", "hop_length", "codebook_size", "num_frames", "num_samples")
+    ints += ("codes_crc32", "payload_bytes", "payload_crc32")
+    strs = ("model_hash", "entropy_model", "coder", "package_version")
+    bad = [n for n in ints if n in values and (type(values[n]) is not int or values[n] < 0)]
+    bad += [n for n in strs if n in values and not isinstance(values[n], str)]
+    if values["speaker"] is not None and not isinstance(values["speaker"], str):
+        bad.append("speaker")
+    if bad:
+        raise SpeechVQError(f"{path}: .svq header has invalid {', '.join(bad)}")
+    if (
+        values["sample_rate"] == 0
+        or values["hop_length"] == 0
+        or not 2 <= values["codebook_size"] <= 1 << 16
+        or values["num_samples"] > values["num_frames"] * values["hop_length"]
+    ):
+        raise SpeechVQError(f"{path}: .svq header has inconsistent values")
+    return SVQHeader(**values)
+
+
+# With a model -----------------------------------------------------------------
+# `model` is a `speechvq.SpeechVQ` (duck-typed here, so this module needs no torch).
+
+
+def model_hash_of(model: Any) -> str:
+    """`model_hash` of a model's state dict and config: the same for a model and its saved file."""
+    return model_hash(model.state_dict(), model.config.to_dict())
+
+
+def compress(
+    model: Any,
+    wave: np.ndarray,
+    sample_rate: int,
+    path: str | os.PathLike,
+    *,
+    source: ProbabilitySource | None = None,
+    speaker: str | None = None,
+    force: bool = False,
+) -> SVQHeader:
+    """Encode a `[T]` waveform to codes and write them, entropy-coded, as an `.svq` file.
+
+    `source` defaults to `AdaptiveSource` (no prior needed); pass the prior's
+    source to use it. `speaker` is stored as the default voice for decompression.
+    """
+    import speechvq
+    from speechvq.entropy import AdaptiveSource
+
+    path = Path(path)
+    if path.exists() and not force:  # before the encoder runs
+        raise SpeechVQError(f"{path}: already exists (use --force to overwrite)")
+    if speaker is not None:
+        model.speaker_id(speaker)  # an unknown speaker fails here, naming the known ones
+    K = model.config.quantizer.codebook_size
+    source = source or AdaptiveSource(K)
+    if source.num_symbols != K:
+        raise ValueError(f"entropy model over {source.num_symbols} codes for a codebook of {K}")
+    codes = model.encode(wave, sample_rate)
+    num_samples = round(np.asarray(wave).size * model.sample_rate / sample_rate)
+    svq = pack_codes(
+        codes,
+        source,
+        model_hash=model_hash_of(model),
+        sample_rate=model.sample_rate,
+        hop_length=model.hop_length,
+        num_samples=min(num_samples, codes.size * model.hop_length),
+        speaker=speaker,
+        package_version=speechvq.__version__,
+    )
+    write_svq(path, svq.header, svq.payload, force=force)
+    return svq.header
+
+
+def decompress(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    source: ProbabilitySource | None = None,
+    speaker: str | None = None,
+    temperature: float = 1.0,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Decode an `.svq` file to a float32 `[num_samples]` waveform at `model.sample_rate`.
+
+    The file must come from this very model (its hash). The voice is `speaker`,
+    else the file's, else the model's first. `source` (e.g. the prior's) is used
+    when the file names its entropy model; the static ones ("adaptive",
+    "uniform") are rebuilt here, so a caller may always pass the prior's source.
+    """
+    from speechvq.entropy import make_source
+
+    svq = read_svq(path, expected_model_hash=model_hash_of(model))
+    h = svq.header
+    if source is None or source.name != h.entropy_model:
+        try:
+            source = make_source(h.entropy_model, h.codebook_size)
+        except ValueError:
+            raise SpeechVQError(
+                f"{path}: coded with the {h.entropy_model!r} entropy model, which this model lacks"
+            ) from None
+    codes = unpack_codes(svq, source)
+    if codes.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    voice = speaker or h.speaker or model.speakers[0]
+    wave = model.decode(codes, voice, temperature=temperature, seed=seed)
+    return wave[: h.num_samples]
