@@ -192,6 +192,144 @@ def train(
         typer.echo(f"{out}: {state} step {result.steps}; model: {result.model_path}")
 
 
+@app.command()
+def compress(
+    input: Path = typer.Argument(..., help="Speech to compress."),
+    output: Path = typer.Argument(..., help=".svq file to write."),
+    model: str | None = ModelOpt,
+    speaker: str | None = typer.Option(
+        None, "--speaker", "-s", help="Default voice stored in the file."
+    ),
+    entropy: str = typer.Option(
+        "auto",
+        "--entropy",
+        help="Entropy model: auto (the prior if the model has one), prior, adaptive or uniform.",
+    ),
+    report: bool = typer.Option(False, "--report", help="Print the bits per second achieved."),
+    force: bool = ForceOpt,
+):
+    """Encode speech and entropy-code its codes into a self-describing .svq file."""
+    with _errors():
+        from speechvq.audio import load_audio
+        from speechvq.bitstream import compress as compress_file
+
+        _check_output(output, force)
+        m = _load_model(model)
+        wave, sr = load_audio(input)
+        header = compress_file(
+            m,
+            wave,
+            sr,
+            output,
+            source=_entropy_source(m, entropy, speaker),
+            speaker=speaker,
+            force=force,
+        )
+        typer.echo(f"{output}: {header.num_frames} codes, {header.payload_bytes} bytes")
+        if report:
+            per_code = header.payload_bytes * 8 / header.num_frames
+            nominal = m.config.nominal_bitrate
+            typer.echo(
+                f"  {header.bits_per_second:,.0f} bit/s ({per_code:.2f} bits/code, entropy "
+                f"model {header.entropy_model}; nominal {nominal:,.0f} bit/s)"
+            )
+
+
+@app.command()
+def decompress(
+    input: Path = typer.Argument(..., help=".svq file (from `speechvq compress`)."),
+    output: Path = typer.Argument(..., help="Audio file to write (wav)."),
+    model: str | None = ModelOpt,
+    speaker: str | None = typer.Option(
+        None, "--speaker", "-s", help="Voice to decode with (default: the file's)."
+    ),
+    temperature: float = TempOpt,
+    seed: int | None = SeedOpt,
+    force: bool = ForceOpt,
+):
+    """Decode an .svq file back to speech (the codes come back exactly)."""
+    with _errors():
+        from speechvq.audio import save_audio
+        from speechvq.bitstream import decompress as decompress_file
+
+        _check_output(output, force)
+        m = _load_model(model)
+        wave = decompress_file(
+            m,
+            input,
+            source=_entropy_source(m, "auto", speaker),
+            speaker=speaker,
+            temperature=temperature,
+            seed=seed,
+        )
+        save_audio(output, wave, m.sample_rate)
+        typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s")
+
+
+def _entropy_source(m, name: str, speaker: str | None):
+    """The entropy model to code with: the prior's when asked for (or `auto` and present)."""
+    from speechvq.entropy import make_source
+
+    prior = getattr(m, "prior", None)
+    if name in ("auto", "prior") and prior is not None:
+        from speechvq.prior import PriorSource
+
+        return PriorSource(prior, speaker)
+    if name == "prior":
+        raise SpeechVQError("this model has no prior (train one with `speechvq train-prior`)")
+    if name == "auto":
+        return None  # the bitstream's default, adaptive
+    try:
+        return make_source(name, m.config.quantizer.codebook_size)
+    except ValueError as exc:
+        raise SpeechVQError(str(exc)) from None
+
+
+@app.command("analyze-phonemes")
+def analyze_phonemes(
+    source: Path = typer.Argument(
+        ..., help="Folder of audio (recursive) or a prepared corpus (manifest.tsv)."
+    ),
+    alignments: Path = typer.Option(
+        ..., "--alignments", "-a", help="Folder of .lab/.phn/.TextGrid files, matched by name."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder: report.md/json, plots."),
+    model: str | None = ModelOpt,
+    pool: int = typer.Option(
+        1, "--pool", min=1, help="Frames per unit (most frequent code); 10 = the paper's 25 Hz."
+    ),
+    merge_repeats: bool = typer.Option(
+        False, "--merge-repeats", help="Merge runs of one code into one unit."
+    ),
+    fit_fraction: float = typer.Option(
+        0.5, "--fit-fraction", help="Share of utterances the code-to-phone mapping is fit on."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    random_baseline: bool = typer.Option(True, "--random-baseline/--no-random-baseline"),
+    plots: bool = typer.Option(True, "--plots/--no-plots"),
+    force: bool = ForceOpt,
+):
+    """How codes learned without labels line up with phonemes (VQ-VAE §4.3)."""
+    with _errors():
+        from speechvq.phonemes import PhonemeOptions, find_audio
+        from speechvq.phonemes import analyze_phonemes as run_analysis
+
+        options = PhonemeOptions(
+            pool=pool,
+            merge_repeats=merge_repeats,
+            fit_fraction=fit_fraction,
+            seed=seed,
+            random_baseline=random_baseline,
+            plots=plots,
+            force=force,
+        )
+        report = run_analysis(
+            _load_model(model), find_audio(source), alignments, out, options, progress=True
+        )
+        typer.echo(report.summary())
+        typer.echo(f"report: {out / 'report.md'}")
+
+
 def main() -> None:
     app()
 
