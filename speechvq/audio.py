@@ -104,6 +104,11 @@ class atomic_output:
             prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix, dir=self.path.parent
         )
         os.close(fd)
+        # mkstemp creates files readable by their owner only; give the output
+        # the permissions a plain open() would (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         self.tmp = Path(tmp)
         return self.tmp
 

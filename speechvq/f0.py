@@ -14,6 +14,25 @@ F0_FLOOR = 50.0
 F0_CEIL = 800.0
 
 
+def _highpass(wave: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
+    """Zero-phase 6th-order Butterworth high-pass of Harvest's input.
+
+    Many LibriSpeech recordings carry 50/60 Hz mains hum, within WORLD's 50 Hz
+    floor: on train-clean-100's 103-1240-0000 (a woman), Harvest reports 99% of
+    frames voiced at a median 154 Hz, much of it locked on the hum; after an
+    80 Hz high-pass 73% at 204 Hz. On eleven clean files of VCTK, VCC2016 and
+    LibriSpeech it moved Harvest's median F0 by under 3%. Dio is not given it:
+    there it raised voicing on noisy files (test-other 3331-159605-0004:
+    69% -> 97% voiced, median 214 -> 130 Hz).
+    """
+    if cutoff_hz <= 0:
+        return wave
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(6, cutoff_hz, "highpass", fs=sample_rate, output="sos")
+    return np.ascontiguousarray(sosfiltfilt(sos, wave))
+
+
 def extract_f0(
     wave: np.ndarray,
     sample_rate: int,
@@ -22,6 +41,7 @@ def extract_f0(
     method: str = "dio",
     f0_floor: float = F0_FLOOR,
     f0_ceil: float = F0_CEIL,
+    harvest_highpass_hz: float = 0.0,
 ) -> np.ndarray:
     """F0 in Hz for each frame of `hop_length` samples, 0 where unvoiced: `[T // hop_length]`.
 
@@ -39,6 +59,8 @@ def extract_f0(
     if frames == 0:
         return np.zeros(0, dtype=np.float32)
     x = np.ascontiguousarray(wave, dtype=np.float64)
+    if method == "harvest":
+        x = _highpass(x, sample_rate, harvest_highpass_hz)
     period_ms = 1000.0 * hop_length / sample_rate
     if method == "dio":
         f0, t = pyworld.dio(
