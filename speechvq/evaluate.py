@@ -1,0 +1,649 @@
+"""`speechvq evaluate`: reconstruction and conversion quality beside classic codecs.
+
+`evaluate(model, items, options)` runs every file through the model (and each
+baseline codec), aligns the output to its reference, scores it with
+`speechvq.metrics`, and returns a typed `EvaluationReport`; `write_report` turns
+that into results.json, results.md and PNG figures (see docs/evaluate.md).
+A metric whose optional package is missing is skipped with the reason, and so
+is a codec whose binary is missing: neither stops the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechvq import metrics as M
+from speechvq.audio import AUDIO_EXTENSIONS, load_audio
+from speechvq.baselines import DEFAULT_BASELINES, Baseline, parse_baselines
+from speechvq.errors import SpeechVQError
+
+# Column order of the per-file metrics; "dnsmos_*" are non-intrusive (no reference).
+METRICS = (
+    "stoi",
+    "pesq",
+    "mel_distance",
+    "speaker_sim",
+    "dnsmos_ovrl",
+    "dnsmos_sig",
+    "dnsmos_bak",
+    "f0_match",
+    "voicing",
+)
+# What `--metrics` selects: group name -> the metrics it yields.
+METRIC_GROUPS = {
+    "stoi": ("stoi",),
+    "pesq": ("pesq",),
+    "mel": ("mel_distance",),
+    "speaker": ("speaker_sim",),
+    "dnsmos": ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"),
+    "f0": ("f0_match", "voicing"),
+}
+_MODEL = "speechvq"
+_REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One file to evaluate; `speaker` is None when it cannot be told."""
+
+    id: str
+    path: Path
+    speaker: str | None
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
+    convert_to: tuple[str, ...] = ()  # target speakers for voice conversion
+    metrics: tuple[str, ...] = tuple(METRIC_GROUPS)  # groups to compute (DNSMOS is the slow one)
+    sample_rate: int = 16000  # scoring rate when no model is given (else the model's)
+    seed: int = 0  # the decoder's sampling seed, for a repeatable report
+    examples: int = 3  # files kept in memory for the spectrogram figures
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        # Refuse bad names here, before a model loads or a file is decoded.
+        unknown = set(self.metrics) - set(METRIC_GROUPS)
+        if unknown:
+            raise SpeechVQError(
+                f"unknown metric {sorted(unknown)[0]!r}; choose from {', '.join(METRIC_GROUPS)}"
+            )
+        parse_baselines(self.baselines)
+
+
+@dataclass
+class SystemResult:
+    """One system (reference, speechvq or a baseline): per-file scores and their summary."""
+
+    name: str
+    bitrate: float | None  # nominal bit/s
+    entropy_bitrate: float | None = None  # mean bit/s of ideal coding under the model's prior
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # item id -> metric -> value
+    skipped: str | None = None  # why the system did not run
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """metric -> {mean, std, n} over the files where it is defined."""
+        out = {}
+        for m in (*METRICS, "lag_ms"):
+            vals = np.array([s[m] for s in self.scores.values() if m in s], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            if vals.size:
+                out[m] = {"mean": float(vals.mean()), "std": float(vals.std()), "n": int(vals.size)}
+        return out
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """One converted utterance; similarities are cosines of resemblyzer embeddings."""
+
+    item_id: str
+    source: str
+    target: str
+    sim_target: float  # to the target speaker's centroid (NaN: no centroid)
+    sim_source: float  # to the source speaker's centroid
+    identified: bool | None  # nearest centroid among the targets' is the target's
+    dnsmos_ovrl: float
+
+
+@dataclass(frozen=True)
+class Example:
+    """Waveforms of one file for the figures, all aligned to the reference `[T]`."""
+
+    item_id: str
+    waves: dict[str, np.ndarray]
+
+
+@dataclass
+class EvaluationReport:
+    """Everything `evaluate` measured; `to_dict` is results.json, `markdown` results.md."""
+
+    sample_rate: int
+    items: list[EvalItem]
+    systems: list[SystemResult]
+    conversions: list[ConversionResult] = field(default_factory=list)
+    skipped_metrics: dict[str, str] = field(default_factory=dict)  # metric -> reason
+    notes: list[str] = field(default_factory=list)
+    examples: list[Example] = field(default_factory=list)  # not written to JSON
+
+    def system(self, name: str) -> SystemResult:
+        return next(s for s in self.systems if s.name == name)
+
+    def conversion_summary(self) -> list[dict[str, Any]]:
+        """Per target: mean and std of both similarities, identification accuracy."""
+        rows = []
+        for target in dict.fromkeys(c.target for c in self.conversions):
+            cs = [c for c in self.conversions if c.target == target]
+            row: dict[str, Any] = {"target": target, "n": len(cs)}
+            for key in ("sim_target", "sim_source", "dnsmos_ovrl"):
+                v = np.array([getattr(c, key) for c in cs], dtype=np.float64)
+                v = v[np.isfinite(v)]
+                row[key] = _stats(v)
+            ids = [c.identified for c in cs if c.identified is not None]
+            row["accuracy"] = float(np.mean(ids)) if ids else None
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(
+            {
+                "sample_rate": self.sample_rate,
+                "files": [
+                    {"id": i.id, "path": str(i.path), "speaker": i.speaker} for i in self.items
+                ],
+                "systems": [
+                    {
+                        "name": s.name,
+                        "bitrate": s.bitrate,
+                        "entropy_bitrate": s.entropy_bitrate,
+                        "skipped": s.skipped,
+                        "summary": s.summary(),
+                        "per_file": s.scores,
+                    }
+                    for s in self.systems
+                ],
+                "conversion": {
+                    "summary": self.conversion_summary(),
+                    "per_file": [dataclasses.asdict(c) for c in self.conversions],
+                },
+                "skipped_metrics": self.skipped_metrics,
+                "notes": self.notes,
+            }
+        )
+
+
+def find_items(
+    source: str | os.PathLike, *, split: str = "valid", limit: int | None = None
+) -> list[EvalItem]:
+    """Files to evaluate: a prepared corpus (its `split`), or audio files under a folder.
+
+    In a folder of audio files the speaker is the file's parent folder name
+    (VCTK's `p225/p225_001.wav`, LibriSpeech's `1688/1688-...flac`); for files
+    directly in `source`, the name up to its first `_` or `-`, if it has one.
+    """
+    root = Path(source)
+    if root.is_file() and root.name == "manifest.tsv":
+        root = root.parent
+    if (root / "manifest.tsv").is_file():
+        from speechvq.corpus import PreparedCorpus
+
+        corpus = PreparedCorpus(root)
+        items = [
+            EvalItem(u.id, _source_path(u.path, root), u.speaker) for u in corpus.utterances(split)
+        ]
+        if not items:
+            raise SpeechVQError(f"{root}: no utterances in the {split!r} split")
+    elif root.is_dir():
+        files = sorted(
+            p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+        )
+        if not files:
+            raise SpeechVQError(f"{root}: no audio files found ({', '.join(AUDIO_EXTENSIONS)})")
+        items = [_folder_item(p, root) for p in files]
+    elif root.is_file():
+        items = [_folder_item(root, root.parent)]
+    else:
+        raise SpeechVQError(f"{root}: no such file or folder")
+    return items[:limit] if limit else items
+
+
+def evaluate(
+    model: Any | None, items: list[EvalItem], options: EvaluationOptions
+) -> EvaluationReport:
+    """Score `model` (a `SpeechVQ`, or None for baselines only) and the baselines on `items`."""
+    from tqdm import tqdm
+
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SpeechVQError(f"two files share the id {dup!r}; ids must be unique")
+    if options.convert_to and model is None:
+        raise SpeechVQError("voice conversion (--convert-to) needs a model")
+    sr = model.sample_rate if model is not None else options.sample_rate
+    baselines = parse_baselines(options.baselines)
+    report = EvaluationReport(sample_rate=sr, items=[], systems=[])
+    report.systems.append(SystemResult(_REFERENCE, None))
+    if model is not None:
+        report.systems.append(SystemResult(_MODEL, float(model.config.nominal_bitrate)))
+        _check_targets(model, options.convert_to)
+        _note_speakers(model, items, report)
+    runnable: list[Baseline] = []
+    for b in baselines:
+        reason = b.missing()
+        report.systems.append(SystemResult(b.name, b.bitrate, skipped=reason))
+        if reason is None:
+            runnable.append(b)
+    enabled = {m for g in options.metrics for m in METRIC_GROUPS[g]}
+    scorer = _Scorer(sr, enabled, report.skipped_metrics)
+    embeddings: dict[str, np.ndarray] = {}  # item id -> reference embedding
+    converted: list[tuple[EvalItem, str, np.ndarray, float]] = []
+    entropy_bps: list[float] = []
+    for item in tqdm(items, desc="evaluate", unit="file", disable=not options.progress):
+        try:
+            ref, _ = load_audio(item.path, sr)
+        except SpeechVQError as exc:  # one unreadable file costs that file, not the run
+            report.notes.append(f"skipped {item.id}: {exc}")
+            continue
+        report.items.append(item)
+        ref_f0 = scorer.call(("f0_match", "voicing"), M.reference_f0, ref, sr)
+        embeddings[item.id] = scorer.call(("speaker_sim",), M.speaker_embedding, ref, sr)
+        report.system(_REFERENCE).scores[item.id] = scorer.dnsmos_only(ref)
+        outputs: dict[str, np.ndarray] = {}
+        if model is not None:
+            codes = model.encode(ref, sr)
+            outputs[_MODEL] = model.decode(codes, _decode_speaker(model, item), seed=options.seed)
+            bits = _prior_bits(model, codes, item)
+            if bits is not None:
+                entropy_bps.append(bits / (len(ref) / sr))
+        for b in runnable:
+            try:
+                outputs[b.name] = b.roundtrip(ref, sr)
+            except SpeechVQError as exc:
+                report.notes.append(f"{item.id}: {exc}")
+        example = {_REFERENCE: ref}
+        for name, out in outputs.items():
+            aligned = M.align(ref, out, sr)
+            scores = scorer.score(aligned, ref_f0, embeddings[item.id])
+            report.system(name).scores[item.id] = scores
+            example[name] = aligned.test
+        if len(report.examples) < options.examples:
+            report.examples.append(Example(item.id, example))
+        for target in options.convert_to:
+            if target != item.speaker:  # converting to one's own voice is reconstruction
+                wave = model.convert(ref, sr, target, seed=options.seed)
+                emb = scorer.call(("speaker_sim",), M.speaker_embedding, wave, sr)
+                ovrl = scorer.dnsmos_only(wave).get("dnsmos_ovrl", math.nan)
+                converted.append((item, target, emb, ovrl))
+    if entropy_bps:
+        report.system(_MODEL).entropy_bitrate = float(np.mean(entropy_bps))
+    report.conversions = _conversion_results(converted, embeddings, options, report)
+    return report
+
+
+class _Scorer:
+    """Calls metric functions; an ImportError marks those metrics skipped for the run."""
+
+    def __init__(self, sample_rate: int, enabled: set[str], skipped: dict[str, str]):
+        self.sr = sample_rate
+        self.enabled = enabled
+        self.skipped = skipped
+
+    def call(self, names: tuple[str, ...], fn, *args):
+        if any(n in self.skipped or n not in self.enabled for n in names):
+            return None
+        try:
+            return fn(*args)
+        except ImportError as exc:
+            reason = f"{exc.name or exc} is not installed (pip install 'speechvq[eval]')"
+            self.skipped.update(dict.fromkeys(names, reason))
+            return None
+
+    def dnsmos_only(self, wave: np.ndarray) -> dict[str, float]:
+        d = self.call(("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"), M.dnsmos, wave, self.sr)
+        return (
+            {} if d is None else {"dnsmos_ovrl": d.ovrl, "dnsmos_sig": d.sig, "dnsmos_bak": d.bak}
+        )
+
+    def score(self, a: M.Alignment, ref_f0, ref_emb) -> dict[str, float]:
+        sr, ref, test = self.sr, a.reference, a.test
+        out: dict[str, float] = {"lag_ms": 1000.0 * a.lag / sr}
+        for name, fn in (("stoi", M.stoi), ("pesq", M.pesq_wb), ("mel_distance", M.mel_distance)):
+            value = self.call((name,), fn, ref, test, sr)
+            if value is not None:
+                out[name] = value
+        emb = self.call(("speaker_sim",), M.speaker_embedding, test, sr)
+        if emb is not None and ref_emb is not None:
+            out["speaker_sim"] = M.cosine(ref_emb, emb)
+        out.update(self.dnsmos_only(test))
+        if ref_f0 is not None:
+            # The reference's F0 frames stay valid when only its end was cropped (lag >= 0).
+            hop = max(1, round(M.F0_HOP_S * sr))
+            cached = ref_f0[: len(ref) // hop] if a.lag >= 0 else None
+            f0 = self.call(("f0_match", "voicing"), M.f0_scores, ref, test, sr, cached)
+            if f0 is not None:
+                out.update(f0_match=f0.f0_match, voicing=f0.voicing)
+        return out
+
+
+def _conversion_results(converted, embeddings, options, report) -> list[ConversionResult]:
+    """Centroids (mean reference embedding per speaker), then similarities and identification."""
+    if not converted:
+        return []
+    by_speaker: dict[str, list[np.ndarray]] = {}
+    for item in report.items:
+        emb = embeddings.get(item.id)
+        if emb is not None and np.isfinite(emb).all():
+            by_speaker.setdefault(_speaker_key(item), []).append(emb)
+    centroids = {s: np.mean(e, axis=0) for s, e in by_speaker.items()}
+    for t in options.convert_to:
+        if t not in centroids:
+            report.notes.append(
+                f"conversion to {t}: no reference utterance of {t} among the inputs; "
+                "its centroid similarity and identification are skipped"
+            )
+    known = [t for t in options.convert_to if t in centroids]
+    results = []
+    for item, target, emb, ovrl in converted:
+        ok = emb is not None and np.isfinite(emb).all()
+        src = centroids.get(_speaker_key(item))
+        sim_t = M.cosine(emb, centroids[target]) if ok and target in centroids else math.nan
+        sim_s = M.cosine(emb, src) if ok and src is not None else math.nan
+        identified = None
+        if ok and target in centroids:
+            sims = [M.cosine(emb, centroids[k]) for k in known]
+            identified = known[int(np.argmax(sims))] == target
+        results.append(
+            ConversionResult(item.id, item.speaker or "?", target, sim_t, sim_s, identified, ovrl)
+        )
+    if len(known) < 2 and converted:
+        report.notes.append("identification accuracy is trivial with fewer than 2 target centroids")
+    return results
+
+
+def _prior_bits(model, codes: np.ndarray, item: EvalItem) -> float | None:
+    """Ideal code length in bits of `codes` under the model's prior; None without a prior.
+
+    One teacher-forced pass (`Prior.nll`) rather than the range coder's
+    step-by-step path: the same probabilities up to float rounding, far faster,
+    and a range coder lands within a few bytes of it (see speechvq.entropy).
+    A speaker the model does not know uses the prior's "unknown speaker" row.
+    """
+    prior = getattr(model, "prior", None)
+    if prior is None:
+        return None
+    import torch
+
+    from speechvq.prior import speaker_index
+
+    known = item.speaker in model.speakers
+    row = speaker_index(prior, model.speaker_id(item.speaker) if known else None)
+    device = next(prior.parameters()).device
+    with torch.inference_mode():
+        nats = prior.nll(
+            torch.from_numpy(codes)[None].to(device), torch.tensor([row], device=device)
+        )
+    return float(nats) * len(codes) / math.log(2)
+
+
+def _decode_speaker(model, item: EvalItem) -> str | int:
+    if item.speaker in model.speakers:
+        return item.speaker
+    return model.speakers[0] if model.speakers else 0
+
+
+def _note_speakers(model, items: list[EvalItem], report: EvaluationReport) -> None:
+    unknown = sum(1 for i in items if i.speaker not in model.speakers)
+    if unknown:
+        first = model.speakers[0] if model.speakers else "speaker 0"
+        report.notes.append(
+            f"{unknown} of {len(items)} files are of speakers the model does not know: "
+            f"decoded as {first}"
+        )
+
+
+def _check_targets(model, targets: tuple[str, ...]) -> None:
+    for t in targets:
+        model.speaker_id(t)  # raises SpeechVQError naming the known speakers
+
+
+def _speaker_key(item: EvalItem) -> str:
+    return item.speaker if item.speaker is not None else f"<{item.id}>"
+
+
+def _source_path(path: str, corpus: Path) -> Path:
+    p = Path(path)
+    for candidate in (p, corpus / p):
+        if candidate.is_file():
+            return candidate
+    raise SpeechVQError(f"{corpus}: source file {path} is missing (evaluate reads the originals)")
+
+
+def _folder_item(path: Path, root: Path) -> EvalItem:
+    rel = path.relative_to(root)
+    if len(rel.parts) > 1:
+        speaker: str | None = path.parent.name
+    else:
+        head = path.stem.replace("-", "_").split("_")[0]
+        speaker = head if head != path.stem else None
+    return EvalItem(rel.with_suffix("").as_posix(), path, speaker)
+
+
+def _stats(v: np.ndarray) -> dict[str, float] | None:
+    if not v.size:
+        return None
+    return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
+
+
+def _jsonable(x: Any) -> Any:
+    """NaN and Inf become null: strict JSON readers reject them."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    return x
+
+
+# -- report -------------------------------------------------------------------
+
+_COLUMNS = (  # (metric, header, decimals)
+    ("stoi", "STOI", 3),
+    ("pesq", "PESQ", 2),
+    ("mel_distance", "mel dist (dB)", 2),
+    ("speaker_sim", "speaker sim", 3),
+    ("dnsmos_ovrl", "DNSMOS OVRL", 2),
+    ("f0_match", "F0 match", 3),
+    ("voicing", "voicing", 3),
+)
+
+
+def write_report(
+    report: EvaluationReport, out_dir: str | os.PathLike, *, force: bool = False
+) -> list[Path]:
+    """Write results.json, results.md and the figures into `out_dir`; returns the paths.
+
+    Refuses to overwrite an earlier report unless `force`. Figures need
+    matplotlib; without it they are skipped with a note in results.md.
+    """
+    import json
+
+    from speechvq.audio import atomic_output
+
+    out = check_report_dir(out_dir, force=force)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        figures = _figures(report, out)
+    except ImportError as exc:
+        figures = []
+        report.notes.append(f"figures skipped: {exc.name or exc} is not installed")
+    with atomic_output(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
+    with atomic_output(out / "results.md") as tmp:
+        tmp.write_text(markdown(report, [f.name for f in figures]), encoding="utf-8")
+    return [out / "results.json", out / "results.md", *figures]
+
+
+def check_report_dir(out_dir: str | os.PathLike, *, force: bool = False) -> Path:
+    """Refuse a folder that already holds a report (unless `force`): call it before the long run."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SpeechVQError(f"{out}: exists and is not a folder")
+    if (out / "results.json").exists() and not force:
+        raise SpeechVQError(f"{out}: already holds a report (use --force to overwrite)")
+    return out
+
+
+def markdown(report: EvaluationReport, figures: list[str] = ()) -> str:
+    """The report as Markdown: the quality table, DNSMOS detail, conversion, notes."""
+    n = len(report.items)
+    lines = [
+        "# speechvq evaluation",
+        "",
+        f"{n} file{'s' * (n != 1)} at {report.sample_rate} Hz; mean ± std over files "
+        "(bitrates are nominal; speechvq's entropy-coded rate in brackets when it has a prior).",
+        "",
+        "| system | kbit/s | " + " | ".join(h for _, h, _ in _COLUMNS) + " |",
+        "|---|---:|" + "---:|" * len(_COLUMNS),
+    ]
+    detail = ["| system | SIG | BAK | OVRL |", "|---|---:|---:|---:|"]
+    for s in report.systems:
+        if s.skipped:
+            continue
+        summ = s.summary()
+        rate = "—" if s.bitrate is None else f"{s.bitrate / 1000:.2f}"
+        if s.entropy_bitrate is not None:
+            rate += f" ({s.entropy_bitrate / 1000:.2f})"
+        cells = [_cell(summ.get(m), d) for m, _, d in _COLUMNS]
+        lines.append(f"| {s.name} | {rate} | " + " | ".join(cells) + " |")
+        dns = [_cell(summ.get(f"dnsmos_{k}"), 2) for k in ("sig", "bak", "ovrl")]
+        detail.append(f"| {s.name} | " + " | ".join(dns) + " |")
+    lines += ["", "DNSMOS P.835 (non-intrusive, 1-5):", "", *detail]
+    skipped = [s for s in report.systems if s.skipped]
+    if skipped or report.skipped_metrics:
+        lines += ["", "Skipped:", ""]
+        lines += [f"- system {s.name}: {s.skipped}" for s in skipped]
+        lines += [f"- metric {m}: {r}" for m, r in report.skipped_metrics.items()]
+    if report.conversions:
+        lines += [
+            "",
+            "## Voice conversion",
+            "",
+            "| target | n | sim to target | sim to source | target identified | DNSMOS OVRL |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in report.conversion_summary():
+            acc = "—" if row["accuracy"] is None else f"{100 * row['accuracy']:.0f} %"
+            cells = [_cell(row[k], 3) for k in ("sim_target", "sim_source")]
+            lines.append(
+                f"| {row['target']} | {row['n']} | {' | '.join(cells)} | {acc} | "
+                f"{_cell(row['dnsmos_ovrl'], 2)} |"
+            )
+    if report.notes:
+        lines += ["", "Notes:", "", *[f"- {note}" for note in report.notes]]
+    if figures:
+        lines += ["", "## Figures", "", *[f"![{f}]({f})" for f in figures]]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(stats: dict[str, float] | None, decimals: int) -> str:
+    if not stats:
+        return "—"
+    return f"{stats['mean']:.{decimals}f} ± {stats['std']:.{decimals}f}"
+
+
+def _figures(report: EvaluationReport, out: Path) -> list[Path]:
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    paths = []
+    for k, ex in enumerate(report.examples):
+        names = [n for n in (_REFERENCE, _MODEL) if n in ex.waves]
+        names += [n for n in ex.waves if n not in names][:1]  # one baseline
+        specs = [M.log_mel_spectrogram(ex.waves[n], report.sample_rate) for n in names]
+        top = max(s.max() for s in specs)
+        fig = Figure(figsize=(9, 2.2 * len(names)), layout="constrained")
+        axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, name, spec, wave in zip(
+            axes, names, specs, (ex.waves[n] for n in names), strict=True
+        ):
+            seconds = len(wave) / report.sample_rate
+            im = ax.imshow(
+                spec,
+                origin="lower",
+                aspect="auto",
+                cmap="magma",
+                vmin=top - 80,
+                vmax=top,
+                extent=(0, seconds, 0, spec.shape[0]),
+            )
+            ax.set_ylabel(f"{name}\nfrequency (kHz)")
+            ax.set_yticks(*_khz_ticks(report.sample_rate, spec.shape[0]))
+        axes[-1].set_xlabel("time (s), aligned to the reference")
+        axes[0].set_title(f"log-mel spectrogram: {ex.item_id}")
+        fig.colorbar(im, ax=list(axes), label="dB")
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in ex.item_id)
+        paths.append(out / f"spectrogram_{k + 1}_{safe}.png")
+        fig.savefig(paths[-1], dpi=100)
+    points = []
+    for s in report.systems:
+        summ = s.summary()
+        if s.bitrate is not None and not s.skipped and summ:
+            points.append((s.name, s.bitrate / 1000, summ))
+            if s.entropy_bitrate is not None:
+                points.append((f"{s.name} (entropy-coded)", s.entropy_bitrate / 1000, summ))
+    if points:
+        fig = Figure(figsize=(9, 3.8), layout="constrained")
+        axes = fig.subplots(1, 2)
+        ref = report.system(_REFERENCE).summary().get("dnsmos_ovrl")
+        ticks = sorted({round(kbps, 2) for _, kbps, _ in points})
+        for ax, metric, label in zip(
+            axes, ("stoi", "dnsmos_ovrl"), ("STOI", "DNSMOS OVRL"), strict=True
+        ):
+            for k, (name, kbps, summ) in enumerate(points):
+                if metric in summ:
+                    st = summ[metric]
+                    ax.errorbar(kbps, st["mean"], yerr=st["std"], fmt="o", capsize=3, color=f"C{k}")
+                    up = k % 2 == 0  # alternate above/below: neighbours' labels do not collide
+                    ax.annotate(
+                        name,
+                        (kbps, st["mean"]),
+                        xytext=(5, 6 if up else -14),
+                        textcoords="offset points",
+                    )
+            if metric == "dnsmos_ovrl" and ref:
+                ax.axhline(ref["mean"], color="grey", ls="--", lw=1)
+                ax.annotate(
+                    "reference",
+                    (ticks[0], ref["mean"]),
+                    xytext=(0, -12),
+                    textcoords="offset points",
+                    color="grey",
+                )
+            ax.set_xscale("log")
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+            ax.margins(y=0.15)  # room for the point labels
+            ax.set_xlim(ticks[0] / 1.3, ticks[-1] * 1.6)  # room for the labels
+            ax.set_xlabel("bitrate (kbit/s)")
+            ax.set_ylabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+        fig.suptitle("quality against bitrate (mean ± std over files)")
+        paths.append(out / "quality_vs_bitrate.png")
+        fig.savefig(paths[-1], dpi=100)
+    return paths
+
+
+def _khz_ticks(sample_rate: int, n_mels: int) -> tuple[list[float], list[str]]:
+    """Mel-band positions of round frequencies, for a spectrogram's y axis in kHz."""
+    top = 2595.0 * np.log10(1.0 + sample_rate / 2 / 700.0)
+    khz = [k for k in (0.5, 1, 2, 4, 8, 16) if k * 1000 < sample_rate / 2]
+    pos = [(n_mels + 1) * 2595.0 * np.log10(1.0 + 1000 * k / 700.0) / top - 1 for k in khz]
+    return pos, [f"{k:g}" for k in khz]

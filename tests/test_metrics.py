@@ -1,0 +1,123 @@
+"""Per-file metrics on synthetic signals: identity, delay, degradation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from speechvq import metrics as M
+from tests.conftest import synth_speechlike
+
+SR = 16000
+
+
+def harmonic(f0: float, seconds: float) -> np.ndarray:
+    """A steady tone with 7 harmonics (WORLD calls a pure sine unvoiced)."""
+    phase = 2 * np.pi * f0 * np.arange(int(seconds * SR)) / SR
+    wave = sum(np.sin(k * phase) / k for k in range(1, 8))
+    return (0.3 * wave / np.abs(wave).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def voice() -> np.ndarray:
+    """1 s of a harmonic tone with vibrato, then 0.2 s of quiet, as pystoi wants speech pauses."""
+    wave = synth_speechlike(1.0, SR, seed=1)
+    return np.concatenate([wave, 1e-4 * np.random.default_rng(2).standard_normal(SR // 5)])
+
+
+@pytest.fixture(scope="module")
+def noisy(voice) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return (voice + 0.1 * rng.standard_normal(voice.size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("lag", [0, 37, 200, -90])
+def test_align_undoes_a_delay(voice, lag):
+    test = np.roll(np.pad(voice, 400), lag)  # a copy shifted by `lag` samples
+    ref = np.pad(voice, 400)
+    a = M.align(ref, test, SR)
+    assert a.lag == lag
+    assert len(a.reference) == len(a.test) == len(ref) - abs(lag)
+    np.testing.assert_allclose(a.reference[500:-500], a.test[500:-500], atol=1e-6)
+
+
+def test_align_finds_the_delay_of_a_phase_scrambled_copy(voice):
+    # A parametric codec keeps the envelope, not the phase: the Hilbert transform
+    # (every component turned 90 degrees) 25 ms late must still align to ~25 ms.
+    from scipy.signal import hilbert
+
+    turned = np.imag(hilbert(np.pad(voice, 400))).astype(np.float32)
+    late = np.concatenate([np.zeros(400, np.float32), turned])[: len(turned)]
+    assert abs(M.align(np.pad(voice, 400), late, SR).lag - 400) <= 0.002 * SR
+
+
+def test_align_stays_within_its_window_and_handles_silence(voice):
+    far = np.concatenate([np.zeros(SR // 10, np.float32), voice])  # 100 ms late
+    assert abs(M.align(voice, far, SR).lag) <= M.MAX_LAG_S * SR
+    silent = M.align(voice, np.zeros_like(voice), SR)
+    assert silent.lag == 0 and len(silent.test) == len(voice)
+
+
+def test_mel_distance_zero_for_identical_and_grows_with_noise(voice, noisy):
+    assert M.mel_distance(voice, voice, SR) == 0.0
+    little = voice + 0.003 * np.random.default_rng(0).standard_normal(voice.size)
+    d_little, d_noisy = M.mel_distance(voice, little, SR), M.mel_distance(voice, noisy, SR)
+    assert 0.0 < d_little < d_noisy
+
+
+def test_mel_filterbank_covers_the_band():
+    fb = M.mel_filterbank(SR, 512, 80)
+    assert fb.shape == (80, 257) and fb.min() >= 0.0
+    assert (fb.sum(axis=1) > 0).all()  # no empty filter, even at the narrow low end
+    assert (fb.sum(axis=0)[2:-2] > 0).all()  # no gap between filters
+    spec = M.log_mel_spectrogram(np.zeros(SR, np.float32), SR)
+    assert spec.shape == (80, 101) and np.isfinite(spec).all()
+
+
+def test_f0_scores_identity_and_octave_error(voice):
+    same = M.f0_scores(voice, voice, SR)
+    assert same.f0_match == 1.0 and same.voicing == 1.0
+    # a harmonic tone near an octave up: voiced too, but F0 never within 20 %
+    up = M.f0_scores(voice, harmonic(280.0, len(voice) / SR), SR)
+    assert up.f0_match < 0.1 and up.voicing > 0.8
+
+
+def test_stoi_identity_and_noise(voice, noisy):
+    pytest.importorskip("pystoi")
+    assert M.stoi(voice, voice, SR) == pytest.approx(1.0, abs=1e-6)
+    assert M.stoi(voice, noisy, SR) < 0.95
+    assert np.isnan(M.stoi(voice[: SR // 5], voice[: SR // 5], SR))  # too short to score
+
+
+def test_pesq_identity_noise_and_silence(voice, noisy):
+    pytest.importorskip("pesq")
+    assert M.pesq_wb(voice, voice, SR) > 4.4
+    assert M.pesq_wb(voice, noisy, SR) < 3.0
+    assert np.isnan(M.pesq_wb(np.zeros(SR, np.float32), np.zeros(SR, np.float32), SR))
+
+
+def test_cosine_edge_cases():
+    a = np.array([1.0, 0.0])
+    assert M.cosine(a, a) == pytest.approx(1.0)
+    assert M.cosine(a, np.array([0.0, 2.0])) == pytest.approx(0.0)
+    assert np.isnan(M.cosine(a, np.zeros(2))) and np.isnan(M.cosine(a, np.full(2, np.nan)))
+
+
+@pytest.mark.slow
+def test_speaker_embedding_separates_voices(voice):
+    pytest.importorskip("resemblyzer")
+    emb = M.speaker_embedding(voice, SR)
+    assert emb.shape == (256,) and np.linalg.norm(emb) == pytest.approx(1.0, abs=1e-3)
+    assert M.cosine(emb, M.speaker_embedding(voice, SR)) == pytest.approx(1.0, abs=1e-5)
+    low = synth_speechlike(1.0, SR, seed=1)[::2].repeat(2)  # a rougher, different "voice"
+    assert M.cosine(emb, M.speaker_embedding(low, SR)) < 0.999
+    assert np.isnan(M.speaker_embedding(np.zeros(SR, np.float32), SR)).all()
+
+
+@pytest.mark.slow
+def test_dnsmos_scores_in_range(voice):
+    pytest.importorskip("speechmos")
+    score = M.dnsmos(voice, SR)
+    for value in (score.ovrl, score.sig, score.bak):
+        assert 1.0 <= value <= 5.0
+    assert np.isnan(M.dnsmos(np.zeros(SR, np.float32), SR).ovrl)
