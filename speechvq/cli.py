@@ -172,6 +172,87 @@ def info(model: str | None = ModelOpt):
 
 
 @app.command()
+def prepare(
+    corpora: list[str] = typer.Argument(
+        ..., help="Corpus folders, each DIR or DIR:LAYOUT, then the output folder."
+    ),
+    out_dir: Path = typer.Argument(..., help="Prepared-corpus folder to write."),
+    layout: str = typer.Option("auto", help="auto|vctk|librispeech|folder (DIR:LAYOUT wins)."),
+    sample_rate: int = typer.Option(16000, help="Model sample rate."),
+    heldout: float = typer.Option(0.05, help="Share of each speaker's utterances for valid."),
+    heldout_speakers: str = typer.Option("", help="Comma-separated speakers held out whole."),
+    f0_method: str = typer.Option("harvest", help="F0 tracker: harvest (better) or dio (faster)."),
+    workers: int = typer.Option(2, help="Processes for F0 extraction."),
+    no_trim: bool = typer.Option(False, "--no-trim", help="Keep leading/trailing silence."),
+    force: bool = ForceOpt,
+):
+    """Prepare corpora for training: resample, trim, F0, manifest (docs/data.md)."""
+    with _errors():
+        from speechvq.prepare import PrepareConfig, parse_source, prepare_corpus
+
+        config = PrepareConfig(
+            sample_rate=sample_rate,
+            heldout=heldout,
+            heldout_speakers=_names(heldout_speakers),
+            f0_method=f0_method,
+            workers=workers,
+            trim=not no_trim,
+        )
+        sources = [parse_source(c, layout) for c in corpora]
+        summary = prepare_corpus(sources, out_dir, config, force=force)
+        typer.echo(summary.table())
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+@app.command()
+def evaluate(
+    source: Path = typer.Argument(
+        ..., help="Folder of audio files (searched recursively), or a prepared corpus folder."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder to write."),
+    model: str | None = ModelOpt,
+    baselines: str = typer.Option(
+        "codec2-2400,codec2-3200,opus-6k",
+        "--baselines",
+        help="Classic codecs to compare: codec2-<mode>, opus-<N>k, comma-separated ('none').",
+    ),
+    convert_to: str = typer.Option(
+        "", "--convert-to", help="Also convert every file to these speakers (comma-separated)."
+    ),
+    metrics: str = typer.Option(
+        "stoi,pesq,mel,speaker,dnsmos,f0", "--metrics", help="Metric groups to compute."
+    ),
+    split: str = typer.Option("valid", "--split", help="Split of a prepared corpus to use."),
+    limit: int | None = typer.Option(None, "--limit", "-n", help="Evaluate the first N files."),
+    baselines_only: bool = typer.Option(
+        False, "--baselines-only", help="Score only the baseline codecs (no model)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Decoder sampling seed."),
+    force: bool = ForceOpt,
+):
+    """Score the model's reconstructions (and conversions) beside classic codecs."""
+    with _errors():
+        from speechvq.evaluate import EvaluationOptions, check_report_dir, find_items, write_report
+        from speechvq.evaluate import evaluate as run_evaluation
+
+        check_report_dir(out, force=force)
+        options = EvaluationOptions(
+            baselines=_names(baselines),
+            convert_to=_names(convert_to),
+            metrics=_names(metrics),
+            seed=seed,
+        )  # validates names before the slow part
+        items = find_items(source, split=split, limit=limit)
+        m = None if baselines_only else _load_model(model)
+        report = run_evaluation(m, items, options)
+        paths = write_report(report, out, force=True)
+        typer.echo(f"{out}: {len(report.items)} files; " + ", ".join(p.name for p in paths))
+
+
+@app.command()
 def train(
     manifest: Path = typer.Argument(..., help="Prepared corpus folder (from `speechvq prepare`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, log, model."),

@@ -42,7 +42,7 @@ class QuantizerConfig:
     # this share of the mean code usage is restarted from an encoder output of
     # the current batch (Jukebox/SoundStream practice against codebook collapse).
     dead_code_threshold: float = 0.03
-    usage_decay: float = 0.95
+    usage_decay: float = 0.9  # an unused code is restarted after ~33 steps
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,9 @@ PRESETS: dict[str, ModelConfig] = {
         ),
         pitch=PitchConfig(harmonics=4, predictor_channels=16, predictor_layers=1),
     ),
-    "small": ModelConfig(pitch=PitchConfig(enabled=True)),
+    # Pre-emphasis before mu-law (LPCNet) shapes the decoder's sampling noise
+    # under the speech spectrum; de-emphasis undoes it after synthesis.
+    "small": ModelConfig(decoder=DecoderConfig(preemphasis=0.86), pitch=PitchConfig(enabled=True)),
     "paper": ModelConfig(
         encoder=EncoderConfig(channels=512, latent_dim=64, residual_blocks=3),
         decoder=DecoderConfig(

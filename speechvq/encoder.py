@@ -48,6 +48,25 @@ class Encoder(nn.Module):
             *[ResidualBlock(cfg.channels, 3**i) for i in range(cfg.residual_blocks)]
         )
         self.out = nn.Conv1d(cfg.channels, cfg.latent_dim, 1)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """He init with zero biases, residual branches starting at zero.
+
+        With PyTorch's default init the frame-to-frame variation of the
+        latents shrinks layer by layer while the biases add a shared offset:
+        all latents sit in a tiny cloud, k-means tiles it, and the first
+        optimiser steps shift the cloud onto a single code (measured: batch
+        perplexity 120 -> 11 in 3 steps). Signal-preserving init avoids that.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        for block in self.blocks:
+            nn.init.zeros_(block.proj.weight)
+        nn.init.xavier_uniform_(self.out.weight)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         B, C, T = wave.shape
