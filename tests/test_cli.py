@@ -73,3 +73,16 @@ def test_errors_are_one_line_with_status_2(tmp_path, wav_file, model_file):
 def test_every_command_has_help():
     for cmd in ("encode", "decode", "convert", "speakers", "info"):
         assert "Usage" in run(cmd, "--help").stdout
+
+
+def test_demo_converts_the_shipped_input(tmp_path, model_file, capsys):
+    from speechvq import demo
+
+    torch.manual_seed(0)
+    written = demo.run(out_dir=tmp_path / "out", model_name=str(model_file), seconds_limit=0.3)
+    names = sorted(p.name for p in written)
+    assert names == ["convert_p225.wav", "convert_p226.wav"]
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("convert_" in line for line in lines) == 2
+    for path in written:
+        assert sf.info(path).samplerate == 16000
