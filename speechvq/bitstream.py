@@ -309,8 +309,9 @@ def compress(
 ) -> SVQHeader:
     """Encode a `[T]` waveform to codes and write them, entropy-coded, as an `.svq` file.
 
-    `source` defaults to `AdaptiveSource` (no prior needed); pass the prior's
-    source to use it. `speaker` is stored as the default voice for decompression.
+    `source` defaults to the model's prior when it has one (`speechvq.prior`,
+    conditioned on `speaker`), else `AdaptiveSource`. `speaker` is stored as
+    the default voice for decompression.
     """
     import speechvq
     from speechvq.entropy import AdaptiveSource
@@ -321,6 +322,11 @@ def compress(
     if speaker is not None:
         model.speaker_id(speaker)  # an unknown speaker fails here, naming the known ones
     K = model.config.quantizer.codebook_size
+    if source is None and getattr(model, "prior", None) is not None:
+        from speechvq.prior import PriorSource
+
+        # Conditioned on the stored speaker (None: the prior's "unknown" row).
+        source = PriorSource.for_model(model, speaker)
     source = source or AdaptiveSource(K)
     if source.num_symbols != K:
         raise ValueError(f"entropy model over {source.num_symbols} codes for a codebook of {K}")
@@ -360,6 +366,11 @@ def decompress(
 
     svq = read_svq(path, expected_model_hash=model_hash_of(model))
     h = svq.header
+    if h.entropy_model == "prior" and getattr(model, "prior", None) is not None:
+        from speechvq.prior import PriorSource
+
+        # The writer's conditioning (the stored speaker), whatever voice is asked for now.
+        source = PriorSource.for_model(model, h.speaker)
     if source is None or source.name != h.entropy_model:
         try:
             source = make_source(h.entropy_model, h.codebook_size)

@@ -166,6 +166,19 @@ def info(model: str | None = ModelOpt):
         for key in ("training_steps", "training_hours", "trained_on"):
             if key in m.metadata:
                 rows.append((key.replace("_", " "), m.metadata[key]))
+        if m.prior is not None:
+            p = m.prior.config
+            rows.append(
+                ("prior", f"{p.wavenet.layers} layers, receptive field {p.receptive_field} codes")
+            )
+        if "prior_bits_per_code" in m.metadata:
+            rows.append(
+                (
+                    "prior held out",
+                    f"{m.metadata['prior_bits_per_code']} bits/code = "
+                    f"{m.metadata['prior_bitrate']} bit/s",
+                )
+            )
         width = max(len(k) for k, _ in rows)
         for k, v in rows:
             typer.echo(f"{k:<{width}}  {v}")
@@ -271,6 +284,62 @@ def train(
         result = run_training(manifest, out, cfg, resume=resume, max_steps=max_steps)
         state = "interrupted at" if result.interrupted else "finished at"
         typer.echo(f"{out}: {state} step {result.steps}; model: {result.model_path}")
+
+
+@app.command("train-prior")
+def train_prior(
+    manifest: Path = typer.Argument(..., help="Prepared corpus folder (from `speechvq prepare`)."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="The trained VQ-VAE whose codes the prior models."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run folder: code cache, checkpoints, log, model."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Prior config YAML (e.g. recipes/configs/prior-small.yaml)."
+    ),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this step."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+):
+    """Train the WaveNet prior over a VQ-VAE's codes (OUT/model.safetensors holds both)."""
+    with _errors():
+        import math
+
+        from speechvq.train_prior import PriorTrainConfig
+        from speechvq.train_prior import train_prior as run_prior_training
+
+        cfg = PriorTrainConfig.from_yaml(config)
+        r = run_prior_training(manifest, model, out, cfg, resume=resume, max_steps=max_steps)
+        state = "interrupted at" if r.interrupted else "finished at"
+        bits = ""
+        if not math.isnan(r.valid_bits_per_code):
+            rate = r.valid_bits_per_code * 250
+            bits = f"; held out {r.valid_bits_per_code:.3f} bits/code ({rate:.0f} bit/s)"
+        typer.echo(f"{out}: {state} step {r.steps}; model: {r.model_path}{bits}")
+
+
+@app.command()
+def sample(
+    output: Path = typer.Argument(..., help="Audio file to write (wav)."),
+    seconds: float = typer.Option(3.0, "--seconds", help="Length of the sample."),
+    speaker: str | None = typer.Option(
+        None, "--speaker", "-s", help="Voice (default: the model's first)."
+    ),
+    model: str | None = ModelOpt,
+    temperature: float = TempOpt,
+    seed: int | None = SeedOpt,
+    force: bool = ForceOpt,
+):
+    """Make up speech: sample codes from the model's prior, then decode them."""
+    with _errors():
+        from speechvq.audio import save_audio
+        from speechvq.prior import sample_speech
+
+        _check_output(output, force)
+        m = _load_model(model)
+        wave = sample_speech(m, seconds, speaker, temperature, seed)
+        save_audio(output, wave, m.sample_rate)
+        typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s sampled from the prior")
 
 
 @app.command()

@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechvq.audio import deemphasis, mulaw_decode, mulaw_encode, resample
+from speechvq.audio import deemphasis, mulaw_encode, resample
 from speechvq.config import ModelConfig
 from speechvq.decoder import Decoder
 from speechvq.encoder import Encoder
 from speechvq.errors import SpeechVQError
 from speechvq.pitch import PitchPredictor
 from speechvq.quantizer import VectorQuantizer
+from speechvq.synthesis import FoldConfig, synthesize
 
 
 @dataclass
@@ -51,6 +52,9 @@ class SpeechVQ(nn.Module):
         # Per-speaker log-F0 statistics, set from the training data (`set_pitch_stats`).
         self.register_buffer("logf0_mean", torch.full((n_spk,), math.log(150.0)))
         self.register_buffer("logf0_std", torch.full((n_spk,), 0.2))
+        # The WaveNet prior over codes (`speechvq.prior.Prior`), trained after the
+        # VQ-VAE by `speechvq train-prior`; `speechvq.load` attaches it when the file has one.
+        self.prior: nn.Module | None = None
 
     # Properties -------------------------------------------------------------
 
@@ -150,11 +154,16 @@ class SpeechVQ(nn.Module):
         temperature: float = 1.0,
         seed: int | None = None,
         f0: np.ndarray | None = None,
+        exact: bool = False,
+        fold: FoldConfig | None = None,
     ) -> np.ndarray:
         """`[F]` codes to a `[F * hop]` float32 waveform at `sample_rate`, in `speaker`'s voice.
 
         With the pitch path, F0 is predicted from the codes at the speaker's
-        pitch level unless `f0` `[F]` (Hz, 0 = unvoiced) is given.
+        pitch level unless `f0` `[F]` (Hz, 0 = unvoiced) is given. By default
+        the utterance is folded into overlapping segments generated as one
+        batch (`fold`, see `speechvq.synthesis`); `exact` generates it as a
+        single stream (slower). The same `seed` gives the same waveform.
         """
         codes = self.check_codes(codes)
         spk = torch.tensor([self.speaker_id(speaker)], device=self._device)
@@ -167,12 +176,9 @@ class SpeechVQ(nn.Module):
             else:
                 f0_t = self.predict_f0(latents, spk)
         cond = self.decoder.conditioning(latents, spk, f0_t)
-        gen = torch.Generator(device=self._device)
-        gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
-        phase = torch.zeros(1, device=self._device)
-        source = self.decoder.source(f0_t, phase)
-        samples = self.decoder.generate(cond, source, temperature, gen)[0].cpu().numpy()
-        wave = mulaw_decode(samples, self.config.decoder.quantization_channels)
+        wave = synthesize(
+            self.decoder, cond, f0_t, temperature=temperature, seed=seed, exact=exact, fold=fold
+        )
         return deemphasis(wave, self.config.decoder.preemphasis).astype(np.float32)
 
     def predict_f0(self, latents: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:

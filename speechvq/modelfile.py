@@ -37,6 +37,8 @@ def save(model: SpeechVQ, path: str | os.PathLike, **extra: str) -> Path:
         "config": json.dumps(model.config.to_dict()),
         **{k: str(v) for k, v in extra.items()},
     }
+    if getattr(model, "prior", None) is not None:  # its weights are the `prior.*` tensors
+        metadata["prior_config"] = json.dumps(model.prior.config.to_dict())
     path = Path(path)
     with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -85,7 +87,19 @@ def load(path: str | os.PathLike, device: str = "cpu") -> SpeechVQ:
     except Exception as exc:
         raise SpeechVQError(f"{path}: corrupted model file ({_first_line(exc)})") from None
     model = SpeechVQ(config)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if "prior_config" in meta:
+        from speechvq.prior import Prior, PriorConfig
+
+        try:
+            model.prior = Prior(PriorConfig.from_dict(json.loads(meta["prior_config"])))
+        except (ValueError, TypeError, SpeechVQError) as exc:
+            raise SpeechVQError(f"{path}: invalid prior config ({_first_line(exc)})") from None
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape
+        raise SpeechVQError(
+            f"{path}: weights do not match the config ({_first_line(exc)})"
+        ) from None
     if missing or unexpected:
         names = ", ".join((missing + unexpected)[:3])
         raise SpeechVQError(f"{path}: weights do not match the config ({names} ...)")
