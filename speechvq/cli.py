@@ -240,6 +240,12 @@ def evaluate(
     ),
     split: str = typer.Option("valid", "--split", help="Split of a prepared corpus to use."),
     limit: int | None = typer.Option(None, "--limit", "-n", help="Evaluate the first N files."),
+    references: Path | None = typer.Option(
+        None,
+        "--references",
+        help="Recordings of the --convert-to speakers (folder or prepared corpus, its train "
+        "split) for their centroids; they are not converted or scored.",
+    ),
     baselines_only: bool = typer.Option(
         False, "--baselines-only", help="Score only the baseline codecs (no model)."
     ),
@@ -259,8 +265,9 @@ def evaluate(
             seed=seed,
         )  # validates names before the slow part
         items = find_items(source, split=split, limit=limit)
+        refs = find_items(references, split="train") if references is not None else []
         m = None if baselines_only else _load_model(model)
-        report = run_evaluation(m, items, options)
+        report = run_evaluation(m, items, options, refs)
         paths = write_report(report, out, force=True)
         typer.echo(f"{out}: {len(report.items)} files; " + ", ".join(p.name for p in paths))
 

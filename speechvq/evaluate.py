@@ -214,9 +214,17 @@ def find_items(
 
 
 def evaluate(
-    model: Any | None, items: list[EvalItem], options: EvaluationOptions
+    model: Any | None,
+    items: list[EvalItem],
+    options: EvaluationOptions,
+    references: list[EvalItem] = (),
 ) -> EvaluationReport:
-    """Score `model` (a `SpeechVQ`, or None for baselines only) and the baselines on `items`."""
+    """Score `model` (a `SpeechVQ`, or None for baselines only) and the baselines on `items`.
+
+    `references` are extra recordings of the conversion targets (e.g. their
+    training utterances), used only for the target speakers' centroids: they
+    are neither converted nor scored.
+    """
     from tqdm import tqdm
 
     ids = [i.id for i in items]
@@ -282,7 +290,13 @@ def evaluate(
                 converted.append((item, target, emb, ovrl))
     if entropy_bps:
         report.system(_MODEL).entropy_bitrate = float(np.mean(entropy_bps))
-    report.conversions = _conversion_results(converted, embeddings, options, report)
+    extra: dict[str, list[np.ndarray]] = {}
+    for ref_item in [r for r in references if r.speaker in options.convert_to]:
+        wave, _ = load_audio(ref_item.path, sr)
+        emb = scorer.call(("speaker_sim",), M.speaker_embedding, wave, sr)
+        if emb is not None:
+            extra.setdefault(ref_item.speaker, []).append(emb)
+    report.conversions = _conversion_results(converted, embeddings, options, report, extra)
     return report
 
 
@@ -331,8 +345,11 @@ class _Scorer:
         return out
 
 
-def _conversion_results(converted, embeddings, options, report) -> list[ConversionResult]:
-    """Centroids (mean reference embedding per speaker), then similarities and identification."""
+def _conversion_results(
+    converted, embeddings, options, report, extra: dict[str, list[np.ndarray]]
+) -> list[ConversionResult]:
+    """Centroids (mean reference embedding per speaker, inputs and `extra` references),
+    then similarities and identification."""
     if not converted:
         return []
     by_speaker: dict[str, list[np.ndarray]] = {}
@@ -340,6 +357,8 @@ def _conversion_results(converted, embeddings, options, report) -> list[Conversi
         emb = embeddings.get(item.id)
         if emb is not None and np.isfinite(emb).all():
             by_speaker.setdefault(_speaker_key(item), []).append(emb)
+    for speaker, embs in extra.items():
+        by_speaker.setdefault(speaker, []).extend(e for e in embs if np.isfinite(e).all())
     centroids = {s: np.mean(e, axis=0) for s, e in by_speaker.items()}
     for t in options.convert_to:
         if t not in centroids:
