@@ -10,9 +10,12 @@ Outputs are written atomically and an existing output is kept unless
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import warnings
 from pathlib import Path
 
+import click
 import typer
 
 from speechvq.errors import SpeechVQError
@@ -32,6 +35,11 @@ ModelOpt = typer.Option(
 ForceOpt = typer.Option(False, "--force", "-f", help="Overwrite an existing output file.")
 SeedOpt = typer.Option(None, "--seed", help="Random seed; the same seed gives the same output.")
 TempOpt = typer.Option(1.0, "--temperature", "-t", help="Sampling temperature (0 = argmax).")
+ExactOpt = typer.Option(
+    False,
+    "--exact",
+    help="Generate as one stream (slower, no segment seams; see docs/synthesis.md).",
+)
 
 
 @app.callback()
@@ -54,9 +62,27 @@ def _errors():
             raise
         typer.echo(f"speechvq: error: {exc}", err=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         typer.echo("speechvq: interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(exc, _Terminated) else 130) from None
+    except Exception as exc:  # a bug, not the user's fault: still one line, status 1
+        if _state["debug"] or isinstance(exc, (click.exceptions.Exit, click.ClickException)):
+            raise
+        text = (str(exc).strip() or "no message").splitlines()[0]
+        typer.echo(
+            f"speechvq: internal error: {type(exc).__name__}: {text}"
+            " (rerun with --debug for the traceback)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that `atomic_output` removes its temporary file."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
 
 
 def _check_output(path: Path, force: bool) -> None:
@@ -86,7 +112,7 @@ def encode(
 
         _check_output(output, force)
         m = _load_model(model)
-        wave, sr = load_audio(input)
+        wave, sr = load_audio(input, m.sample_rate)  # streamed resampling: bounded memory
         codes = m.encode(wave, sr)
         save_codes(output, codes)
         typer.echo(f"{output}: {len(codes)} codes ({len(codes) / m.frame_rate:.2f} s)")
@@ -100,6 +126,7 @@ def decode(
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
+    exact: bool = ExactOpt,
     force: bool = ForceOpt,
 ):
     """Synthesise speech from codes in a given speaker's voice."""
@@ -111,7 +138,7 @@ def decode(
         m = _load_model(model)
         m.speaker_id(speaker)
         codes = load_codes(input, m.config.quantizer.codebook_size)
-        wave = m.decode(codes, speaker, temperature=temperature, seed=seed)
+        wave = m.decode(codes, speaker, temperature=temperature, seed=seed, exact=exact)
         save_audio(output, wave, m.sample_rate)
         typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s as {speaker}")
 
@@ -124,6 +151,7 @@ def convert(
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
+    exact: bool = ExactOpt,
     force: bool = ForceOpt,
 ):
     """Voice conversion: encode the input, decode it as another speaker."""
@@ -133,8 +161,8 @@ def convert(
         _check_output(output, force)
         m = _load_model(model)
         m.speaker_id(target_speaker)
-        wave, sr = load_audio(input)
-        out = m.convert(wave, sr, target_speaker, temperature=temperature, seed=seed)
+        wave, sr = load_audio(input, m.sample_rate)
+        out = m.convert(wave, sr, target_speaker, temperature=temperature, seed=seed, exact=exact)
         save_audio(output, out, m.sample_rate)
         typer.echo(f"{output}: {len(out) / m.sample_rate:.2f} s as {target_speaker}")
 
@@ -372,7 +400,7 @@ def compress(
 
         _check_output(output, force)
         m = _load_model(model)
-        wave, sr = load_audio(input)
+        wave, sr = load_audio(input, m.sample_rate)
         header = compress_file(
             m,
             wave,
@@ -488,6 +516,12 @@ def analyze_phonemes(
 
 
 def main() -> None:
+    # One line per warning (e.g. "output clipped"), not Python's two with a source line.
+    warnings.formatwarning = lambda message, *args, **kwargs: f"speechvq: warning: {message}\n"
+    # The default SIGTERM action kills at once and leaves temporary files behind;
+    # raising instead unwinds `atomic_output`. `train` installs its own handler
+    # (checkpoint, then stop) for the length of its loop.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()
 
 

@@ -80,22 +80,14 @@ class Decoder(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Sample `[B, F * hop]` mu-law ints autoregressively under conditioning `[B, F, C]`."""
-        B, Fr, _ = cond.shape
-        T = Fr * self.hop
-        state = self.wavenet.start(cond)
-        q = self.cfg.decoder.quantization_channels
-        prev = torch.full((B,), q // 2, dtype=torch.long, device=cond.device)  # mu-law of 0
-        out = torch.empty(B, T, dtype=torch.long, device=cond.device)
-        src_x = self.source_proj(source) if (source is not None and self.source_proj) else None
-        for t in range(T):
-            x = self.embed(prev)  # (B, R)
-            if src_x is not None:
-                x = x + src_x[:, t]
-            logits = self.wavenet.step(x, state)  # (B, Q)
-            prev = sample_logits(logits, temperature, generator)
-            out[:, t] = prev
-        return out
+        """Sample `[B, F * hop]` mu-law ints autoregressively under conditioning `[B, F, C]`.
+
+        Runs the fast incremental engine (`speechvq.synthesis.Synthesizer`,
+        the same numbers as `forward`); `source` is `[B, F * hop, H]` or None.
+        """
+        from speechvq.synthesis import Synthesizer
+
+        return Synthesizer(self).generate(cond, source, temperature, generator)
 
 
 def sample_logits(

@@ -104,7 +104,7 @@ class PitchPredictor(nn.Module):
     def to_hz(
         pred: PitchPrediction, mean: torch.Tensor, std: torch.Tensor, cfg: PitchConfig
     ) -> torch.Tensor:
-        """Predicted F0 `[B, F]` in Hz (0 = unvoiced) for speakers with log-F0 `mean`, `std` `[B]`."""
+        """Predicted F0 `[B, F]` in Hz (0 = unvoiced) for log-F0 `mean`, `std` `[B]`."""
         logf0 = mean[:, None] + std[:, None] * pred.norm_logf0
         f0 = torch.exp(logf0).clamp(cfg.f0_floor, cfg.f0_ceil)
         return f0 * (pred.voicing_logit > 0)
