@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from speechvq.config import ModelConfig
+from speechvq.folding import FoldConfig
 from speechvq.model import SpeechVQ
-from speechvq.synthesis import FoldConfig, Synthesizer, numba_kernel
+from speechvq.synthesis import Synthesizer
+from speechvq.synthesis_numba import numba_kernel
 
 
 def timed(fn) -> tuple[float, float]:

@@ -229,7 +229,8 @@ def prepare(
 ):
     """Prepare corpora for training: resample, trim, F0, manifest (docs/data.md)."""
     with _errors():
-        from speechvq.prepare import PrepareConfig, parse_source, prepare_corpus
+        from speechvq.layouts import parse_source
+        from speechvq.prepare import PrepareConfig, prepare_corpus
 
         config = PrepareConfig(
             sample_rate=sample_rate,
@@ -282,8 +283,9 @@ def evaluate(
 ):
     """Score the model's reconstructions (and conversions) beside classic codecs."""
     with _errors():
-        from speechvq.evaluate import EvaluationOptions, check_report_dir, find_items, write_report
+        from speechvq.evaluate import EvaluationOptions, find_items
         from speechvq.evaluate import evaluate as run_evaluation
+        from speechvq.evaluation_report import check_report_dir, write_report
 
         check_report_dir(out, force=force)
         options = EvaluationOptions(
@@ -396,7 +398,7 @@ def compress(
     """Encode speech and entropy-code its codes into a self-describing .svq file."""
     with _errors():
         from speechvq.audio import load_audio
-        from speechvq.bitstream import compress as compress_file
+        from speechvq.codec import compress as compress_file
 
         _check_output(output, force)
         m = _load_model(model)
@@ -435,7 +437,7 @@ def decompress(
     """Decode an .svq file back to speech (the codes come back exactly)."""
     with _errors():
         from speechvq.audio import save_audio
-        from speechvq.bitstream import decompress as decompress_file
+        from speechvq.codec import decompress as decompress_file
 
         _check_output(output, force)
         m = _load_model(model)
@@ -496,8 +498,8 @@ def analyze_phonemes(
 ):
     """How codes learned without labels line up with phonemes (VQ-VAE §4.3)."""
     with _errors():
-        from speechvq.phonemes import PhonemeOptions, find_audio
-        from speechvq.phonemes import analyze_phonemes as run_analysis
+        from speechvq.phoneme_report import PhonemeOptions, find_audio
+        from speechvq.phoneme_report import analyze_phonemes as run_analysis
 
         options = PhonemeOptions(
             pool=pool,

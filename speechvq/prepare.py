@@ -1,10 +1,11 @@
 """Data preparation: corpora in their own layouts -> one folder ready for training.
 
 `prepare_corpus` finds the utterances of one or more corpus folders (VCTK,
-LibriSpeech or a generic `<speaker>/<file>` folder), resamples each to the
-model rate, trims leading and trailing silence, computes F0 per hop-sized frame
-and streams everything into the folder that `speechvq.corpus.PreparedCorpus`
-reads (format in docs/data.md). Levels are kept as recorded: no normalisation.
+LibriSpeech or a generic `<speaker>/<file>` folder; see `speechvq.layouts`),
+resamples each to the model rate, trims leading and trailing silence,
+computes F0 per hop-sized frame and streams everything into the folder that
+`speechvq.corpus.PreparedCorpus` reads (format in docs/data.md). Levels are
+kept as recorded: no normalisation.
 
 Outputs are written under temporary names and renamed; `prepare.json` is
 written last and removed first when a folder is prepared again, so a folder
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 import time
 from collections import Counter, deque
@@ -27,13 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from speechvq.audio import AUDIO_EXTENSIONS, load_audio
+from speechvq.audio import load_audio
 from speechvq.corpus import PCM_SCALE, SPLITS, CorpusWriter
 from speechvq.errors import SpeechVQError
-
-LAYOUTS = ("vctk", "librispeech", "folder")
-# LibriSpeech names every file <speaker>-<chapter>-<utterance>.
-_LIBRISPEECH_NAME = re.compile(r"^([^-]+)-([^-]+)-(\d+)$")
+from speechvq.layouts import SkippedFile, Source, SourceFile, discover
 
 
 @dataclass(frozen=True)
@@ -59,29 +56,6 @@ class PrepareConfig:
             raise SpeechVQError(f"--f0-method must be harvest or dio, not {self.f0_method!r}")
         if self.sample_rate < 8000:
             raise SpeechVQError(f"--sample-rate {self.sample_rate} is below 8000 Hz")
-
-
-@dataclass(frozen=True)
-class Source:
-    """A corpus folder and its layout."""
-
-    path: Path
-    layout: str
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One audio file found in a corpus, with its speaker and a corpus-wide unique id."""
-
-    path: Path
-    speaker: str
-    id: str
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    path: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -112,72 +86,6 @@ class PrepareSummary:
         if len(self.skipped) > 10:
             lines.append(f"  ... and {len(self.skipped) - 10} more (see prepare.json)")
         return "\n".join(lines)
-
-
-# -- discovery ------------------------------------------------------------
-
-
-def parse_source(text: str, default_layout: str = "auto") -> Source:
-    """`DIR` or `DIR:LAYOUT` -> a `Source`; layout "auto" is resolved by `detect_layout`."""
-    head, sep, tail = text.rpartition(":")
-    path, layout = (head, tail) if sep and tail in (*LAYOUTS, "auto") else (text, default_layout)
-    path = Path(path)
-    if not path.is_dir():
-        raise SpeechVQError(f"{path}: no such folder")
-    if layout == "auto":
-        layout = detect_layout(path)
-    if layout not in LAYOUTS:
-        raise SpeechVQError(f"{text}: unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
-    return Source(path, layout)
-
-
-def detect_layout(path: Path) -> str:
-    """vctk if `path` is or holds `wav48/`; librispeech if its first audio file is named
-    `<spk>-<chapter>-<n>`; otherwise folder."""
-    if path.name == "wav48" or (path / "wav48").is_dir():
-        return "vctk"
-    first = next(iter(_audio_files(path)), None)
-    if first is not None and _LIBRISPEECH_NAME.match(first.stem):
-        return "librispeech"
-    return "folder"
-
-
-def discover(source: Source) -> tuple[list[SourceFile], list[SkippedFile]]:
-    """The audio files of one corpus folder, in a stable (sorted) order."""
-    root, found, skipped = source.path, [], []
-    if source.layout == "vctk":
-        root = root / "wav48" if (root / "wav48").is_dir() else root
-        for spk in sorted(d for d in root.iterdir() if d.is_dir() and d.name[0] != "."):
-            for f in _audio_files(spk):
-                found.append(SourceFile(f, spk.name, f.stem))
-    elif source.layout == "librispeech":
-        for f in _audio_files(root):
-            m = _LIBRISPEECH_NAME.match(f.stem)
-            if m:
-                found.append(SourceFile(f, m.group(1), f.stem))
-            else:
-                skipped.append(SkippedFile(str(f), "name is not <speaker>-<chapter>-<n>"))
-    elif source.layout == "folder":
-        for f in _audio_files(root):
-            parts = f.relative_to(root).with_suffix("").parts
-            if len(parts) < 2:
-                skipped.append(SkippedFile(str(f), "not inside a <speaker>/ folder"))
-                continue
-            spk, name = parts[0], "_".join(parts[1:])
-            uid = name if name.startswith((f"{spk}_", f"{spk}-")) else f"{spk}_{name}"
-            found.append(SourceFile(f, spk, uid))
-    else:
-        raise SpeechVQError(f"{root}: unknown layout {source.layout!r}")
-    return found, skipped
-
-
-def _audio_files(root: Path) -> Iterator[Path]:
-    """Audio files under `root` in sorted order, lazily (detect_layout needs only the first)."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and name.lower().endswith(AUDIO_EXTENSIONS):
-                yield Path(dirpath) / name
 
 
 # -- per-file processing (runs in worker processes) -------------------------

@@ -1,4 +1,4 @@
-"""Fast WaveNet synthesis on a CPU: an incremental engine and batched folding (issue 4).
+"""Fast WaveNet synthesis on a CPU: the incremental engine and `synthesize` (issue 4).
 
 Engine (`Synthesizer`). Fast WaveNet (Paine et al. 2016): every layer keeps
 its last `dilation * (kernel - 1)` inputs, so a sample costs O(layers), and
@@ -17,25 +17,25 @@ weights are rearranged once to make a step as few calls as possible:
   seeded generator.
 That loop serves batches (folding). A single stream is bound by call
 overhead and by streaming ~4 MB of weights from the L3 cache per sample;
-there the same loop compiled by numba (optional) is ~2x faster. No state
-outlives a call: each builds its own tapes.
+there the same loop compiled by numba (optional, `speechvq.synthesis_numba`)
+is ~2x faster. No state outlives a call: each builds its own tapes.
 
-Folding (`synthesize`): a long utterance is cut into overlapping segments
-generated together as one batch and cross-faded; see `FoldConfig`.
+`synthesize` generates one utterance, as a single stream (`exact`) or folded:
+cut into overlapping segments generated together as one batch and
+cross-faded (`speechvq.folding`, `FoldConfig`).
 Measured speeds: docs/synthesis.md.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from speechvq.pitch import harmonic_source
+from speechvq.folding import FoldConfig, HarmonicFrames, generate_folded
+from speechvq.synthesis_numba import numba_kernel
 
 # A source of per-sample decoder inputs: frames [a, b) to `[B, (b - a) * hop, H]`.
 SourceFn = Callable[[int, int], torch.Tensor]
@@ -313,199 +313,6 @@ def tensor_frames(source: torch.Tensor, hop: int) -> SourceFn:
     return lambda a, b: source[:, a * hop : b * hop]
 
 
-@functools.cache
-def numba_kernel() -> Callable | None:
-    """The fused per-sample loop compiled with numba (optional: None without numba).
-
-    Eager PyTorch spends ~1-5 us per call and a step makes ~90 calls, while
-    at batch 1 the arithmetic is ~1 M multiply-adds whose 4 MB of weights
-    stream from the L3 cache (~100 us): the fused loop removes the calls.
-    Row by row (a batch costs B times one row); compiled once, then cached
-    on disk. Same weights and tapes layout as the torch loop, but a ring
-    buffer per layer (index arithmetic is free here).
-    """
-    try:
-        import numba
-    except ImportError:
-        return None
-
-    @numba.njit(cache=True, fastmath=True, nogil=True)
-    def run(n, t0, hop, mode, cproj, srcx, inp, u, logits, ring, offs, dil, tap_w, res_w,
-            skip_w, h1w, h1b, h2w, h2b, embed):  # fmt: skip
-        L, KR, G2 = tap_w.shape
-        G, R, S, E, Q = G2 // 2, embed.shape[1], skip_w.shape[2], h1w.shape[1], h2w.shape[1]
-        K = KR // R
-        x, xn = np.empty(R, np.float32), np.empty(R, np.float32)
-        h, z = np.empty(G2, np.float32), np.empty(G, np.float32)
-        skip, e, lg = np.empty(S, np.float32), np.empty(E, np.float32), np.empty(Q, np.float32)
-        for b in range(inp.shape[1]):
-            for k in range(n):
-                t = t0 + k
-                q = inp[k, b]
-                for r in range(R):
-                    x[r] = embed[q, r] + srcx[k, b, r]
-                skip[:] = 0.0
-                for i in range(L):
-                    d, off = dil[i], offs[i]
-                    ctx = (K - 1) * d
-                    h[:] = cproj[k // hop, b, i]
-                    for j in range(K):  # oldest input first
-                        lag = (K - 1 - j) * d
-                        v = x if lag == 0 else ring[b, off + (t - lag) % ctx]
-                        for r in range(R):
-                            vr = v[r]
-                            for o in range(G2):
-                                h[o] += vr * tap_w[i, j * R + r, o]
-                    if ctx > 0:
-                        ring[b, off + t % ctx] = x  # after reading x(t - ctx) from this slot
-                    for g in range(G):  # -tanh(a) sigmoid(b), the tanh half pre-scaled by 2
-                        sb = 1.0 / (1.0 + np.exp(-h[G + g]))
-                        z[g] = sb - 2.0 * sb / (1.0 + np.exp(-h[g]))
-                    for o in range(S):
-                        skip[o] += skip_w[i, G, o]
-                    for g in range(G):
-                        for o in range(S):
-                            skip[o] += z[g] * skip_w[i, g, o]
-                    if i < L - 1:
-                        for o in range(R):
-                            xn[o] = x[o] + res_w[i, G, o]
-                        for g in range(G):
-                            for o in range(R):
-                                xn[o] += z[g] * res_w[i, g, o]
-                        x, xn = xn, x
-                e[:] = h1b
-                for s in range(S):
-                    if skip[s] > 0:
-                        for o in range(E):
-                            e[o] += skip[s] * h1w[s, o]
-                lg[:] = h2b
-                for s in range(E):
-                    if e[s] > 0:
-                        for o in range(Q):
-                            lg[o] += e[s] * h2w[s, o]
-                if mode == 0:  # teacher forcing
-                    logits[b, t] = lg
-                    continue
-                best = 0
-                if mode == 1:  # argmax
-                    for q in range(Q):
-                        if lg[q] > lg[best]:
-                            best = q
-                else:  # inverse CDF, as torch.searchsorted(cdf[:Q-1], u, right=True)
-                    top = lg.max()
-                    tot = 0.0
-                    for q in range(Q):
-                        lg[q] = np.exp(lg[q] - top)
-                        tot += lg[q]
-                    target, acc = u[k, b, 0] * tot, 0.0
-                    while best < Q - 1:
-                        acc += lg[best]
-                        if acc > target:
-                            break
-                        best += 1
-                inp[k + 1, b] = best
-
-    return run
-
-
-class HarmonicFrames:
-    """The decoder's harmonic source for frame ranges of rows cut from one utterance.
-
-    Row k starts at utterance frame `offsets[k]`; frames [a, b) of every row
-    give `[B, (b - a) * hop, H]`, the same samples as the slice of the
-    whole-utterance source (phase continuity): the running phase at each
-    frame start is summed once in float64 (mod 2 pi), so no per-sample
-    tensor of the whole utterance is ever built.
-    """
-
-    def __init__(self, decoder, f0: torch.Tensor, offsets: list[int], phase: float = 0.0):
-        self.decoder = decoder
-        self.f0 = f0.reshape(-1).float()  # [F], Hz, 0 = unvoiced
-        cfg = decoder.cfg
-        step = 2 * math.pi * self.f0.double() * cfg.hop_length / cfg.sample_rate
-        start = torch.cat([step.new_zeros(1), torch.cumsum(step, 0)]) + phase
-        self.start_phase = torch.remainder(start, 2 * math.pi)  # [F + 1]
-        self.offsets = torch.as_tensor(offsets, dtype=torch.long, device=self.f0.device)
-
-    def __call__(self, a: int, b: int) -> torch.Tensor:
-        p = self.decoder.cfg.pitch
-        cfg = self.decoder.cfg
-        idx = self.offsets[:, None] + torch.arange(a, b, device=self.f0.device)  # (B, b - a)
-        phase = self.start_phase[self.offsets + a].float()
-        return harmonic_source(
-            self.f0[idx], cfg.hop_length, cfg.sample_rate, p.harmonics, p.source_amplitude, phase
-        )
-
-
-# Folding ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FoldConfig:
-    """How `synthesize` cuts a long utterance into segments generated as one batch.
-
-    Each segment keeps about `segment_seconds` (whole frames; the utterance is
-    split evenly), generates `overlap_seconds` more that are cross-faded with
-    the next segment, and starts `warmup_frames` earlier than the part it
-    keeps: that part is generated and discarded so that the WaveNet's
-    receptive field holds its own plausible past at the first kept sample,
-    not silence. None means the receptive field in whole frames (2047
-    samples = 32 frames for the default WaveNet). Segments are generated
-    `max_batch` at a time. `crossfade`: "linear" (for correlated signals:
-    the pitch path's harmonic source is shared, so voiced parts are in
-    phase), "equal_power" (sin/cos, for uncorrelated ones) or "auto" (linear
-    with the pitch path, equal power without). `precision` "bfloat16" runs
-    the matrix products in bfloat16 (~1.4x faster where the CPU has bf16
-    instructions; logits within ~1e-2 of float32, as in bf16 training);
-    the single stream (`exact`) is always float32.
-    """
-
-    segment_seconds: float = 1.0
-    overlap_seconds: float = 0.05
-    warmup_frames: int | None = None
-    max_batch: int = 64
-    crossfade: str = "auto"
-    precision: str = "float32"
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Frames of one folded segment: generated over [start, stop), kept over [keep, end)."""
-
-    start: int
-    keep: int
-    end: int
-    stop: int
-
-
-def plan_segments(frames: int, segment: int, overlap: int, warmup: int) -> list[Segment]:
-    """Cut `frames` into ~`segment`-frame pieces that overlap the next one by `overlap`.
-
-    Every segment generates the same number of frames (one batch): the
-    first has no warm-up (the utterance starts from silence, as in
-    training) and generates further instead.
-    """
-    n = max(1, min(-(-frames // max(1, segment)), frames // (overlap + 1)))
-    bounds = [round(k * frames / n) for k in range(n + 1)]
-    ends = [min(frames, bounds[k + 1] + overlap) for k in range(n)]
-    length = max(e - max(0, b - warmup) for b, e in zip(bounds, ends, strict=False))
-    starts = [min(max(0, b - warmup), frames - length) for b in bounds[:n]]
-    return [Segment(a, b, e, a + length) for a, b, e in zip(starts, bounds, ends, strict=False)]
-
-
-def crossfade_windows(n: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Fade-in and fade-out windows `[n]` (float32): "linear" (they sum to 1) or
-    "equal_power" (their squares sum to 1)."""
-    ramp = (np.arange(n, dtype=np.float64) + 0.5) / n
-    if mode == "linear":
-        fade_in = ramp
-    elif mode == "equal_power":
-        fade_in = np.sin(0.5 * np.pi * ramp)
-    else:
-        raise ValueError(f"unknown crossfade {mode!r}; use linear, equal_power or auto")
-    return fade_in.astype(np.float32), fade_in[::-1].astype(np.float32)
-
-
 def synthesize(
     decoder,
     cond: torch.Tensor,
@@ -531,7 +338,6 @@ def synthesize(
         raise ValueError(f"unknown precision {fold.precision!r}; use float32 or bfloat16")
     dtype = torch.bfloat16 if fold.precision == "bfloat16" and not exact else torch.float32
     syn = Synthesizer(decoder, dtype=dtype)
-    hop, Q, Fr = syn.hop, syn.Q, cond.shape[1]
     gen = torch.Generator(device=syn.device)
     gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
     if syn.uses_source and f0 is None:
@@ -539,30 +345,5 @@ def synthesize(
     if exact:
         src = HarmonicFrames(decoder, f0, [0]) if syn.uses_source else None
         ints = syn.generate(cond, src, temperature, gen)[0]
-        return mulaw_decode(ints.cpu().numpy(), Q)
-    rate = decoder.cfg.frame_rate
-    warmup = fold.warmup_frames
-    if warmup is None:
-        warmup = -(-decoder.cfg.decoder.wavenet.receptive_field // hop)
-    overlap = max(1, round(fold.overlap_seconds * rate))
-    segments = plan_segments(Fr, max(1, round(fold.segment_seconds * rate)), overlap, warmup)
-    mode = fold.crossfade
-    if mode == "auto":
-        mode = "linear" if syn.uses_source else "equal_power"
-    fade_in, fade_out = crossfade_windows(overlap * hop, mode)
-    out = np.zeros(Fr * hop, dtype=np.float32)
-    groups = -(-len(segments) // fold.max_batch)
-    per = -(-len(segments) // groups)  # balanced groups
-    for g in range(0, len(segments), per):
-        group = segments[g : g + per]
-        c = torch.stack([cond[0, s.start : s.stop] for s in group])
-        src = HarmonicFrames(decoder, f0, [s.start for s in group]) if syn.uses_source else None
-        ints = syn.generate(c, src, temperature, gen).cpu().numpy()
-        for k, s in enumerate(group):
-            w = mulaw_decode(ints[k, (s.keep - s.start) * hop : (s.end - s.start) * hop], Q)
-            if s.keep > 0:
-                w[: len(fade_in)] *= fade_in
-            if s.end < Fr:
-                w[-len(fade_out) :] *= fade_out
-            out[s.keep * hop : s.end * hop] += w
-    return out
+        return mulaw_decode(ints.cpu().numpy(), syn.Q)
+    return generate_folded(syn, decoder, cond, f0, fold, temperature, gen)

@@ -13,14 +13,8 @@ import soundfile as sf
 from speechvq import metrics as M
 from speechvq.baselines import parse_baseline, parse_baselines
 from speechvq.errors import SpeechVQError
-from speechvq.evaluate import (
-    EvalItem,
-    EvaluationOptions,
-    check_report_dir,
-    evaluate,
-    find_items,
-    write_report,
-)
+from speechvq.evaluate import EvalItem, EvaluationOptions, evaluate, find_items
+from speechvq.evaluation_report import check_report_dir, write_report
 from tests.conftest import synth_speechlike
 from tests.test_metrics import harmonic
 
@@ -56,7 +50,8 @@ def test_find_items_speakers_from_folders_and_names(tmp_path):
 
 
 def test_find_items_reads_a_prepared_corpus_valid_split(tmp_path):
-    from speechvq.prepare import PrepareConfig, parse_source, prepare_corpus
+    from speechvq.layouts import parse_source
+    from speechvq.prepare import PrepareConfig, prepare_corpus
 
     for spk in ("a", "b"):
         for k in range(4):

@@ -11,13 +11,11 @@ import pytest
 from speechvq.alignments import Alignment, Segment
 from speechvq.config import ModelConfig
 from speechvq.errors import SpeechVQError
+from speechvq.phoneme_report import PhonemeOptions, analyze_phonemes, find_audio
 from speechvq.phonemes import (
     LabelledUtterance,
-    PhonemeOptions,
-    analyze_phonemes,
     boundary_scores,
     cooccurrence,
-    find_audio,
     label_intervals,
     many_to_one,
     match_boundaries,

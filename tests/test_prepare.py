@@ -11,12 +11,9 @@ import soundfile as sf
 
 from speechvq.corpus import CorpusWriter, PreparedCorpus
 from speechvq.errors import SpeechVQError
+from speechvq.layouts import Source, detect_layout, discover, parse_source
 from speechvq.prepare import (
     PrepareConfig,
-    Source,
-    detect_layout,
-    discover,
-    parse_source,
     prepare_corpus,
     prepare_files,
     split_utterances,

@@ -193,7 +193,8 @@ def test_prior_source_ignores_the_thread_count():
 
 def test_compress_uses_the_prior(tmp_path):
     pytest.importorskip("constriction")
-    from speechvq.bitstream import compress, decompress, read_svq, unpack_codes
+    from speechvq.bitstream import read_svq
+    from speechvq.codec import compress, decompress, unpack_codes
 
     model = vqvae()
     model.prior = tiny_prior()
@@ -216,7 +217,8 @@ def test_compress_uses_the_prior(tmp_path):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Two speakers, three 1 s utterances each, one of each held out; and a tiny VQ-VAE."""
-    from speechvq.prepare import PrepareConfig, Source, prepare_corpus
+    from speechvq.layouts import Source
+    from speechvq.prepare import PrepareConfig, prepare_corpus
 
     root = tmp_path_factory.mktemp("prior_corpus")
     src = root / "src"
@@ -261,7 +263,7 @@ def test_train_prior_end_to_end(corpus, tmp_path):
     assert result.valid_bits_per_code < np.log2(K)
     # The exported file's prior is the trained one: its model file codes and decodes.
     pytest.importorskip("constriction")
-    from speechvq.bitstream import compress, decompress
+    from speechvq.codec import compress, decompress
 
     compress(model, synth_speechlike(0.3, seed=3), 16000, tmp_path / "x.svq", speaker="alice")
     assert decompress(model, tmp_path / "x.svq", seed=0).shape == (4800,)

@@ -14,14 +14,9 @@ import torch
 import speechvq
 from speechvq.config import ModelConfig
 from speechvq.decoder import Decoder
-from speechvq.synthesis import (
-    FoldConfig,
-    HarmonicFrames,
-    Synthesizer,
-    crossfade_windows,
-    numba_kernel,
-    plan_segments,
-)
+from speechvq.folding import FoldConfig, HarmonicFrames, crossfade_windows, plan_segments
+from speechvq.synthesis import Synthesizer
+from speechvq.synthesis_numba import numba_kernel
 
 BACKENDS = [
     "torch",

@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechvq.prepare import PrepareConfig, Source, prepare_corpus
+from speechvq.layouts import Source
+from speechvq.prepare import PrepareConfig, prepare_corpus
 from speechvq.train import TrainConfig, load_checkpoint, train
 
 from .conftest import synth_speechlike

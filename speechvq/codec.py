@@ -1,0 +1,190 @@
+"""Speech <-> `.svq`: entropy-code a model's codes into the container, and back.
+
+`compress` encodes a `[T]` waveform with a model and writes its codes,
+range-coded (`speechvq.entropy`) under the model's prior when it has one, as
+an `.svq` file (`speechvq.bitstream`); `decompress` reads one back and
+decodes it with the model that wrote it (checked by `model_hash_of`). The
+lower level, with no model, is `pack_codes` / `unpack_codes`: codes and an
+entropy model to an `SVQFile` and back, with the codes' CRC32 catching an
+entropy model that disagrees with the writer's. `model` is a
+`speechvq.SpeechVQ`, duck-typed here, so this module needs no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechvq.bitstream import (
+    MODEL_HASH_CHARS,
+    SVQFile,
+    SVQHeader,
+    codes_crc32,
+    model_hash,
+    read_svq,
+    write_svq,
+)
+from speechvq.entropy import CODER_NAME, ProbabilitySource, decode_codes, encode_codes
+from speechvq.errors import SpeechVQError
+
+
+def pack_codes(
+    codes: np.ndarray,
+    source: ProbabilitySource,
+    *,
+    model_hash: str,
+    sample_rate: int,
+    hop_length: int,
+    num_samples: int | None = None,
+    speaker: str | None = None,
+    package_version: str = "",
+) -> SVQFile:
+    """Entropy-code `[T]` codes under `source` into an `SVQFile` ready for `write_svq`."""
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+    K = source.num_symbols
+    if K > 1 << 16:
+        raise ValueError(f"codebook of {K} codes: the format holds at most 65536")
+    payload = encode_codes(codes, source)
+    header = SVQHeader(
+        model_hash=model_hash[:MODEL_HASH_CHARS],
+        sample_rate=int(sample_rate),
+        hop_length=int(hop_length),
+        codebook_size=K,
+        num_frames=codes.size,
+        num_samples=int(codes.size * hop_length if num_samples is None else num_samples),
+        speaker=speaker,
+        entropy_model=source.name,
+        codes_crc32=codes_crc32(codes),
+        payload_bytes=len(payload),
+        payload_crc32=zlib.crc32(payload),
+        package_version=package_version,
+    )
+    return SVQFile(header, payload)
+
+
+def unpack_codes(svq: SVQFile, source: ProbabilitySource) -> np.ndarray:
+    """Decode the `[T]` int64 codes of a read file; `source` must match `header.entropy_model`."""
+    h = svq.header
+    name = svq.path or "<svq>"
+    if source.name != h.entropy_model or source.num_symbols != h.codebook_size:
+        raise SpeechVQError(
+            f"{name}: coded with entropy model {h.entropy_model!r} over {h.codebook_size} codes,"
+            f" not {source.name!r} over {source.num_symbols}"
+        )
+    if h.coder != CODER_NAME:
+        raise SpeechVQError(
+            f"{name}: unknown entropy coder {h.coder!r} (this speechvq: {CODER_NAME})"
+        )
+    try:
+        codes = decode_codes(svq.payload, h.num_frames, source)
+    except ValueError as exc:
+        raise SpeechVQError(f"{name}: cannot decode codes ({exc})") from None
+    if codes_crc32(codes) != h.codes_crc32:
+        raise SpeechVQError(
+            f"{name}: decoded codes fail their checksum; the {h.entropy_model!r} model gave"
+            " different probabilities than when the file was written (another machine,"
+            " torch version or thread count?)"
+        )
+    return codes
+
+
+# With a model -----------------------------------------------------------------
+# `model` is a `speechvq.SpeechVQ` (duck-typed here, so this module needs no torch).
+
+
+def model_hash_of(model: Any) -> str:
+    """`model_hash` of a model's state dict and config: the same for a model and its saved file."""
+    return model_hash(model.state_dict(), model.config.to_dict())
+
+
+def compress(
+    model: Any,
+    wave: np.ndarray,
+    sample_rate: int,
+    path: str | os.PathLike,
+    *,
+    source: ProbabilitySource | None = None,
+    speaker: str | None = None,
+    force: bool = False,
+) -> SVQHeader:
+    """Encode a `[T]` waveform to codes and write them, entropy-coded, as an `.svq` file.
+
+    `source` defaults to the model's prior when it has one (`speechvq.prior`,
+    conditioned on `speaker`), else `AdaptiveSource`. `speaker` is stored as
+    the default voice for decompression.
+    """
+    import speechvq
+    from speechvq.entropy import AdaptiveSource
+
+    path = Path(path)
+    if path.exists() and not force:  # before the encoder runs
+        raise SpeechVQError(f"{path}: already exists (use --force to overwrite)")
+    if speaker is not None:
+        model.speaker_id(speaker)  # an unknown speaker fails here, naming the known ones
+    K = model.config.quantizer.codebook_size
+    if source is None and getattr(model, "prior", None) is not None:
+        from speechvq.prior import PriorSource
+
+        # Conditioned on the stored speaker (None: the prior's "unknown" row).
+        source = PriorSource.for_model(model, speaker)
+    source = source or AdaptiveSource(K)
+    if source.num_symbols != K:
+        raise ValueError(f"entropy model over {source.num_symbols} codes for a codebook of {K}")
+    codes = model.encode(wave, sample_rate)
+    num_samples = round(np.asarray(wave).size * model.sample_rate / sample_rate)
+    svq = pack_codes(
+        codes,
+        source,
+        model_hash=model_hash_of(model),
+        sample_rate=model.sample_rate,
+        hop_length=model.hop_length,
+        num_samples=min(num_samples, codes.size * model.hop_length),
+        speaker=speaker,
+        package_version=speechvq.__version__,
+    )
+    write_svq(path, svq.header, svq.payload, force=force)
+    return svq.header
+
+
+def decompress(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    source: ProbabilitySource | None = None,
+    speaker: str | None = None,
+    temperature: float = 1.0,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Decode an `.svq` file to a float32 `[num_samples]` waveform at `model.sample_rate`.
+
+    The file must come from this very model (its hash). The voice is `speaker`,
+    else the file's, else the model's first. `source` (e.g. the prior's) is used
+    when the file names its entropy model; the static ones ("adaptive",
+    "uniform") are rebuilt here, so a caller may always pass the prior's source.
+    """
+    from speechvq.entropy import make_source
+
+    svq = read_svq(path, expected_model_hash=model_hash_of(model))
+    h = svq.header
+    if h.entropy_model == "prior" and getattr(model, "prior", None) is not None:
+        from speechvq.prior import PriorSource
+
+        # The writer's conditioning (the stored speaker), whatever voice is asked for now.
+        source = PriorSource.for_model(model, h.speaker)
+    if source is None or source.name != h.entropy_model:
+        try:
+            source = make_source(h.entropy_model, h.codebook_size)
+        except ValueError:
+            raise SpeechVQError(
+                f"{path}: coded with the {h.entropy_model!r} entropy model, which this model lacks"
+            ) from None
+    codes = unpack_codes(svq, source)
+    if codes.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    voice = speaker or h.speaker or model.speakers[0]
+    wave = model.decode(codes, voice, temperature=temperature, seed=seed)
+    return wave[: h.num_samples]
