@@ -127,23 +127,57 @@ class SpeechVQ(nn.Module):
     # The NumPy API ----------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    def encode(
+        self, wave: np.ndarray, sample_rate: int, *, chunk_seconds: float = 10.0
+    ) -> np.ndarray:
         """`[T]` waveform at any rate to `[ceil(T' / hop)]` int64 codes (T' after resampling).
 
-        The end is zero-padded up to a whole frame.
+        The end is zero-padded up to a whole frame, so audio shorter than one
+        frame gives one code. Long audio is encoded in chunks of
+        `chunk_seconds`, each read with `encoder_context` frames of real audio
+        on either side and only its centre kept: the context covers the
+        encoder's receptive field, so the codes equal those of one pass over
+        the whole (up to float rounding at near-ties), while memory follows
+        the chunk, not the audio (one pass over an hour would need a 1.8 GB
+        distance matrix in the quantiser alone).
         """
         wave = np.asarray(wave, dtype=np.float32).reshape(-1)
         if sample_rate != self.sample_rate:
             wave = resample(wave, sample_rate, self.sample_rate)
         if wave.size == 0:
             raise SpeechVQError("cannot encode empty audio")
-        hop = self.hop_length
-        padded = np.zeros(-(-wave.size // hop) * hop, dtype=np.float32)
-        padded[: wave.size] = wave
+        hop, ctx = self.hop_length, self.encoder_context
+        frames = -(-wave.size // hop)
+        step = max(1, int(chunk_seconds * self.frame_rate))  # frames kept per chunk
         self.eval()
-        x = torch.from_numpy(padded)[None, None].to(self._device)
-        codes = self.quantizer(self.encoder(x)).codes[0]
-        return codes.cpu().numpy().astype(np.int64)
+        codes = np.empty(frames, dtype=np.int64)
+        for start in range(0, frames, step):
+            stop = min(start + step, frames)
+            lo, hi = max(0, start - ctx), min(frames, stop + ctx)  # hop-aligned: same stride phase
+            chunk = np.zeros((hi - lo) * hop, dtype=np.float32)  # zeros: the final frame's padding
+            piece = wave[lo * hop : hi * hop]
+            chunk[: piece.size] = piece
+            x = torch.from_numpy(chunk)[None, None].to(self._device)
+            out = self.quantizer(self.encoder(x)).codes[0]  # (hi - lo,)
+            codes[start:stop] = out[start - lo : stop - lo].cpu().numpy()
+        return codes
+
+    @property
+    def encoder_context(self) -> int:
+        """Frames of context on each side that make chunked encoding equal whole encoding.
+
+        Each strided conv (kernel k, stride 2, padding p) maps output i to
+        inputs [2i - p, 2i - p + k - 1]; over n of them frame f reads samples
+        [hop f - p (hop - 1), hop f + (k - 1 - p)(hop - 1)]. The residual
+        blocks (kernel 3, dilation 3**i) then widen that by sum(3**i) frames
+        on each side. One frame more is a margin. `small`: 15 frames (60 ms).
+        """
+        enc, hop = self.config.encoder, self.hop_length
+        pad = (enc.kernel_size - 2) // 2  # as in `Encoder`
+        left = -(-pad * (hop - 1) // hop)
+        right = -(-max(0, (enc.kernel_size - 2 - pad) * (hop - 1)) // hop)
+        blocks = sum(3**i for i in range(enc.residual_blocks))
+        return blocks + max(left, right) + 1
 
     @torch.no_grad()
     def decode(

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 
 FORMAT = "speechvq-model"
 FORMAT_VERSION = 1
+# safetensors checks the header's structure but not the data: a flipped bit in a
+# weight, or in a JSON string such as a speaker name, loads silently. This sha256
+# over the weights and every other metadata entry catches both. Files written
+# before it existed have none and are still read.
+CHECKSUM_KEY = "sha256"
 
 
 def save(model: SpeechVQ, path: str | os.PathLike, **extra: str) -> Path:
@@ -39,10 +44,18 @@ def save(model: SpeechVQ, path: str | os.PathLike, **extra: str) -> Path:
     }
     if getattr(model, "prior", None) is not None:  # its weights are the `prior.*` tensors
         metadata["prior_config"] = json.dumps(model.prior.config.to_dict())
+    metadata[CHECKSUM_KEY] = checksum(tensors, metadata)
     path = Path(path)
     with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
+
+
+def checksum(tensors: dict, metadata: dict[str, str]) -> str:
+    """sha256 hex of the tensors (names, dtypes, shapes, bytes) and the other metadata."""
+    from speechvq.bitstream import model_hash
+
+    return model_hash(tensors, {k: v for k, v in metadata.items() if k != CHECKSUM_KEY})
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -50,6 +63,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise SpeechVQError(f"{path}: is a directory, not a model file")
     if not path.is_file():
         raise SpeechVQError(f"{path}: no such model file")
     try:
@@ -86,6 +101,10 @@ def load(path: str | os.PathLike, device: str = "cpu") -> SpeechVQ:
         tensors = load_file(str(path), device=device)
     except Exception as exc:
         raise SpeechVQError(f"{path}: corrupted model file ({_first_line(exc)})") from None
+    if CHECKSUM_KEY in meta and checksum(tensors, meta) != meta[CHECKSUM_KEY]:
+        raise SpeechVQError(
+            f"{path}: corrupted model file (sha256 mismatch: weights or metadata changed)"
+        )
     model = SpeechVQ(config)
     if "prior_config" in meta:
         from speechvq.prior import Prior, PriorConfig

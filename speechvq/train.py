@@ -58,19 +58,39 @@ class TrainConfig:
             import yaml
 
             try:
-                data = yaml.safe_load(Path(path).read_text()) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise SpeechVQError(f"{path}: cannot read training config ({exc})") from None
+                data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
+                reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                raise SpeechVQError(f"{path}: cannot read training config ({reason})") from None
+            if not isinstance(data, dict):
+                raise SpeechVQError(f"{path}: a training config is a YAML mapping of options")
         data.update({k: v for k, v in overrides.items() if v is not None})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise SpeechVQError(f"{path}: unknown training options {', '.join(sorted(unknown))}")
+            unknown_names = ", ".join(sorted(map(str, unknown)))
+            raise SpeechVQError(f"{path}: unknown training options {unknown_names}")
+        for f in dataclasses.fields(cls):  # a wrong type would only fail deep inside training
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            if f.name in data and not _same_kind(data[f.name], default):
+                raise SpeechVQError(
+                    f"{path}: training option {f.name} should be like {default!r},"
+                    f" got {data[f.name]!r}"
+                )
         return cls(**data)
 
     def model_config(self, speakers: list[str]) -> ModelConfig:
         base = ModelConfig.preset(self.preset, speakers=speakers, pitch=self.pitch).to_dict()
         return ModelConfig.from_dict(_merge(base, self.model))
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether a config value has its default's type (an int may stand for a float)."""
+    if default is None:  # optional booleans, e.g. `pitch`
+        return value is None or isinstance(value, bool)
+    if isinstance(default, float):
+        return type(value) in (int, float)
+    return type(value) is type(default)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -299,6 +319,7 @@ def train(
     which may extend it. `stop_after` ends this call after that many steps as
     if interrupted (tests).
     """
+    from speechvq.audio import remove_stale_temporaries
     from speechvq.model import SpeechVQ
 
     dist = Distributed.setup()
@@ -344,6 +365,8 @@ def train(
         init_codebook(model, sampler, cfg, device)
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("checkpoint.pt", "model.safetensors"):  # left by a SIGKILLed write
+            remove_stale_temporaries(run_dir / name)
         (run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     log = _CsvLog(run_dir / "log.csv") if dist.main else None
     bar = None
