@@ -21,9 +21,10 @@ from speechvq.config import ModelConfig
 from speechvq.decoder import Decoder
 from speechvq.encoder import Encoder
 from speechvq.errors import SpeechVQError
+from speechvq.folding import FoldConfig
 from speechvq.pitch import PitchPredictor
 from speechvq.quantizer import VectorQuantizer
-from speechvq.synthesis import FoldConfig, synthesize
+from speechvq.synthesis import synthesize
 
 
 @dataclass

@@ -81,7 +81,7 @@ class TrainConfig:
 
     def model_config(self, speakers: list[str]) -> ModelConfig:
         base = ModelConfig.preset(self.preset, speakers=speakers, pitch=self.pitch).to_dict()
-        return ModelConfig.from_dict(_merge(base, self.model))
+        return ModelConfig.from_dict(merge(base, self.model))
 
 
 def _same_kind(value: Any, default: Any) -> bool:
@@ -93,10 +93,10 @@ def _same_kind(value: Any, default: Any) -> bool:
     return type(value) is type(default)
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out
 
 
@@ -109,6 +109,13 @@ class Distributed:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """`model` under DistributedDataParallel when there are several processes."""
+        if self.world == 1:
+            return model
+        ids = [self.local_rank] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     @classmethod
     def setup(cls) -> Distributed:
@@ -257,14 +264,14 @@ class TrainResult:
     interrupted: bool
 
 
-class _StopFlag:
+class StopFlag:
     """Set by SIGTERM/SIGINT: the loop checkpoints and returns after the current step."""
 
     def __init__(self) -> None:
         self.stop = False
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> StopFlag:
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -294,6 +301,16 @@ def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig, e
     }
     with atomic_output(path) as tmp:
         torch.save(state, tmp)
+
+
+def restore(state: dict | None, model, optimizer) -> tuple[int, float]:
+    """Load a checkpoint's weights, optimiser and torch RNG; returns (step, elapsed seconds)."""
+    if state is None:
+        return 0, 0.0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), float(state["elapsed"])
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -347,17 +364,8 @@ def train(
         model.set_pitch_stats(*pitch_stats(corpus, speakers))
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, elapsed = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        torch.set_rng_state(state["torch_rng"])
-    net = model
-    if dist.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if device.type == "cuda" else None
-        )
+    step, elapsed = restore(state, model, optimizer)
+    net = dist.wrap(model, device)
     dtype = autocast_dtype(cfg.precision, device)
     crop = int(cfg.crop_seconds * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
     sampler = CropSampler(corpus, crop, cfg.batch_size, speakers)
@@ -368,7 +376,7 @@ def train(
         for name in ("checkpoint.pt", "model.safetensors"):  # left by a SIGKILLed write
             remove_stale_temporaries(run_dir / name)
         (run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    log = _CsvLog(run_dir / "log.csv") if dist.main else None
+    log = CsvLog(run_dir / "log.csv") if dist.main else None
     bar = None
     if progress and dist.main:
         from tqdm import tqdm
@@ -378,7 +386,7 @@ def train(
     last_loss, interrupted = float("nan"), False
     t_last, samples_since = time.time(), 0
     start_step = step
-    with _StopFlag() as flag:
+    with StopFlag() as flag:
         while step < cfg.max_steps:
             batch = {k: v.to(device) for k, v in sampler.batch(cfg.seed, step, dist.rank).items()}
             for g in optimizer.param_groups:
@@ -452,7 +460,7 @@ def _export(model, run_dir: Path, corpus: PreparedCorpus, step: int, elapsed: fl
     model.train()
 
 
-class _CsvLog:
+class CsvLog:
     """Appends rows to a CSV a user can plot; new columns start a new header line."""
 
     def __init__(self, path: Path):

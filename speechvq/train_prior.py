@@ -41,14 +41,15 @@ from speechvq.corpus import SPLITS, PreparedCorpus
 from speechvq.errors import SpeechVQError
 from speechvq.prior import Prior, PriorConfig, bits_per_code
 from speechvq.train import (
+    CsvLog,
     Distributed,
+    StopFlag,
     TrainConfig,
-    _CsvLog,
-    _merge,
-    _StopFlag,
     autocast_dtype,
     load_checkpoint,
     lr_at,
+    merge,
+    restore,
     save_checkpoint,
 )
 
@@ -81,7 +82,7 @@ class PriorTrainConfig:
         base = PriorConfig.preset(
             self.preset, codebook_size, speakers if self.speaker_conditioned else 0
         )
-        return PriorConfig.from_dict(_merge(base.to_dict(), self.prior))
+        return PriorConfig.from_dict(merge(base.to_dict(), self.prior))
 
 
 @dataclass
@@ -292,20 +293,11 @@ def train_prior(
     torch.manual_seed(cfg.seed)
     prior = Prior(prior_cfg).to(device).train()
     optimizer = torch.optim.Adam(prior.parameters(), lr=cfg.lr)
-    step, elapsed = 0, 0.0
-    if state is not None:
-        prior.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        torch.set_rng_state(state["torch_rng"])
-    net = prior
-    if dist.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            prior, device_ids=[dist.local_rank] if device.type == "cuda" else None
-        )
+    step, elapsed = restore(state, prior, optimizer)
+    net = dist.wrap(prior, device)
     dtype = autocast_dtype(cfg.precision, device)
     sampler = StreamSampler(codes["train"], prior_cfg, cfg)
-    log = _CsvLog(run_dir / "log.csv") if dist.main else None
+    log = CsvLog(run_dir / "log.csv") if dist.main else None
     bar = None
     if progress and dist.main:
         from tqdm import tqdm
@@ -326,7 +318,7 @@ def train_prior(
         _export(vqvae, prior, run_dir, step, elapsed, b, metrics["valid_codes"])
         return b
 
-    with _StopFlag() as flag:
+    with StopFlag() as flag:
         while step < cfg.max_steps:
             batch = {k: v.to(device) for k, v in sampler.batch(cfg.seed, step, dist.rank).items()}
             for g in optimizer.param_groups:
