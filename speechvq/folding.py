@@ -72,7 +72,10 @@ class FoldConfig:
     with the pitch path, equal power without). `precision` "bfloat16" runs
     the matrix products in bfloat16 (~1.4x faster where the CPU has bf16
     instructions; logits within ~1e-2 of float32, as in bf16 training);
-    the single stream (`exact`) is always float32.
+    "auto" (the default) takes bfloat16 where the CPU has native bf16 and
+    the utterance folds into at least `BF16_MIN_SEGMENTS` segments (below
+    that batch, bf16 is slower), float32 otherwise; the single stream
+    (`exact`) is always float32.
     """
 
     segment_seconds: float = 1.0
@@ -80,7 +83,10 @@ class FoldConfig:
     warmup_frames: int | None = None
     max_batch: int = 64
     crossfade: str = "auto"
-    precision: str = "float32"
+    precision: str = "auto"
+
+
+BF16_MIN_SEGMENTS = 16
 
 
 @dataclass(frozen=True)

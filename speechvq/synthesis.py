@@ -34,7 +34,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from speechvq.folding import FoldConfig, HarmonicFrames, generate_folded
+from speechvq.folding import BF16_MIN_SEGMENTS, FoldConfig, HarmonicFrames, generate_folded
 from speechvq.synthesis_numba import numba_kernel
 
 # A source of per-sample decoder inputs: frames [a, b) to `[B, (b - a) * hop, H]`.
@@ -313,6 +313,17 @@ def tensor_frames(source: torch.Tensor, hop: int) -> SourceFn:
     return lambda a, b: source[:, a * hop : b * hop]
 
 
+def _fold_dtype(fold: FoldConfig, frames: int, decoder) -> torch.dtype:
+    """The folded path's matrix precision; see `FoldConfig.precision`."""
+    if fold.precision != "auto":
+        return torch.bfloat16 if fold.precision == "bfloat16" else torch.float32
+    from speechvq.train import cpu_has_bf16
+
+    seg = max(1, round(fold.segment_seconds * decoder.cfg.frame_rate))
+    many = frames / seg >= BF16_MIN_SEGMENTS
+    return torch.bfloat16 if many and cpu_has_bf16() else torch.float32
+
+
 def synthesize(
     decoder,
     cond: torch.Tensor,
@@ -334,9 +345,9 @@ def synthesize(
 
     assert cond.dim() == 3 and cond.shape[0] == 1, "one utterance: cond [1, F, C]"
     fold = fold or FoldConfig()
-    if fold.precision not in ("float32", "bfloat16"):
-        raise ValueError(f"unknown precision {fold.precision!r}; use float32 or bfloat16")
-    dtype = torch.bfloat16 if fold.precision == "bfloat16" and not exact else torch.float32
+    if fold.precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"unknown precision {fold.precision!r}; use auto, float32 or bfloat16")
+    dtype = torch.float32 if exact else _fold_dtype(fold, cond.shape[1], decoder)
     syn = Synthesizer(decoder, dtype=dtype)
     gen = torch.Generator(device=syn.device)
     gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
