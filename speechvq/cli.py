@@ -311,6 +311,11 @@ def train(
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this step."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    init_from: str | None = typer.Option(
+        None,
+        "--init-from",
+        help="Start from this model file's weights (e.g. a shipped model), fresh optimiser.",
+    ),
 ):
     """Train a VQ-VAE on a prepared corpus (CPU, GPU, or `torchrun --nproc_per_node N`)."""
     with _errors():
@@ -318,7 +323,15 @@ def train(
         from speechvq.train import train as run_training
 
         cfg = TrainConfig.from_yaml(config)
-        result = run_training(manifest, out, cfg, resume=resume, max_steps=max_steps)
+        if init_from is not None and resume:
+            raise SpeechVQError("--init-from starts a new run; it cannot be used with --resume")
+        if init_from is not None:
+            from speechvq.pretrained import resolve
+
+            init_from = str(resolve(init_from))
+        result = run_training(
+            manifest, out, cfg, resume=resume, max_steps=max_steps, init_from=init_from
+        )
         state = "interrupted at" if result.interrupted else "finished at"
         typer.echo(f"{out}: {state} step {result.steps}; model: {result.model_path}")
 

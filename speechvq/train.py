@@ -50,6 +50,11 @@ class TrainConfig:
     export_every: int = 1000  # also write model.safetensors this often
     seed: int = 0
     precision: str = "auto"  # auto | bf16 | fp32
+    # Set by `train(init_from=...)`: the model file the run started from, and its
+    # own training steps/hours, so exported models report the total.
+    init_from: str | None = None
+    base_steps: int = 0
+    base_hours: float = 0.0
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike | None, **overrides: Any) -> TrainConfig:
@@ -329,12 +334,16 @@ def train(
     progress: bool = True,
     max_steps: int | None = None,
     stop_after: int | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train (or, with `resume`, continue) a model; returns where the exported model lies.
 
     A resumed run keeps its own config (`cfg` is ignored) except `max_steps`,
-    which may extend it. `stop_after` ends this call after that many steps as
-    if interrupted (tests).
+    which may extend it. `init_from` starts a new run from a model file's
+    weights, config and speaker table (a fresh optimiser; e.g. to go on
+    training a shipped model when its run folder is gone); its speakers must
+    be the corpus's. `stop_after` ends this call after that many steps as if
+    interrupted (tests).
     """
     from speechvq.audio import remove_stale_temporaries
     from speechvq.model import SpeechVQ
@@ -359,8 +368,27 @@ def train(
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, max_steps=max_steps)
     torch.manual_seed(cfg.seed)
+    base = None
+    if state is None and init_from is not None:
+        from speechvq.modelfile import load
+
+        base = load(init_from)
+        if list(base.speakers) != speakers:
+            raise SpeechVQError(
+                f"{init_from}: its {len(base.speakers)} speakers are not the corpus's "
+                f"{len(speakers)}; --init-from needs the same speaker table"
+            )
+        model_cfg = base.config
+        cfg = dataclasses.replace(
+            cfg,
+            init_from=str(init_from),
+            base_steps=int(base.metadata.get("training_steps", 0)),
+            base_hours=float(base.metadata.get("training_hours", 0.0)),
+        )
     model = SpeechVQ(model_cfg)
-    if state is None and model.pitch is not None:
+    if base is not None:
+        model.load_state_dict(base.state_dict())
+    elif state is None and model.pitch is not None:
         model.set_pitch_stats(*pitch_stats(corpus, speakers))
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -369,7 +397,7 @@ def train(
     dtype = autocast_dtype(cfg.precision, device)
     crop = int(cfg.crop_seconds * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
     sampler = CropSampler(corpus, crop, cfg.batch_size, speakers)
-    if state is None and model_cfg.quantizer.kmeans_init:
+    if state is None and base is None and model_cfg.quantizer.kmeans_init:
         init_codebook(model, sampler, cfg, device)
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -433,7 +461,7 @@ def train(
             if dist.main and (step % cfg.checkpoint_every == 0 or stopping):
                 save_checkpoint(ckpt_path, model, optimizer, step, cfg, {"elapsed": elapsed})
             if dist.main and cfg.export_every and step % cfg.export_every == 0:
-                _export(model, run_dir, corpus, step, elapsed)
+                _export(model, run_dir, corpus, step, elapsed, cfg)
             if stopping:
                 interrupted = step < cfg.max_steps
                 break
@@ -443,19 +471,22 @@ def train(
     if dist.main:
         if not interrupted:
             save_checkpoint(ckpt_path, model, optimizer, step, cfg, {"elapsed": elapsed})
-        _export(model, run_dir, corpus, step, elapsed)
+        _export(model, run_dir, corpus, step, elapsed, cfg)
     if dist.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return TrainResult(run_dir, step, model_path, last_loss, elapsed, interrupted)
 
 
-def _export(model, run_dir: Path, corpus: PreparedCorpus, step: int, elapsed: float) -> None:
+def _export(model, run_dir: Path, corpus: PreparedCorpus, step: int, elapsed: float, cfg) -> None:
+    """Write the run's model file; steps and hours count any model it started from."""
+    extra = {"initialized_from": cfg.init_from} if cfg.init_from else {}
     model.save(
         run_dir / "model.safetensors",
-        training_steps=str(step),
-        training_hours=f"{elapsed / 3600:.2f}",
+        training_steps=str(cfg.base_steps + step),
+        training_hours=f"{cfg.base_hours + elapsed / 3600:.2f}",
         trained_on=str(corpus.path),
+        **extra,
     )
     model.train()
 

@@ -110,3 +110,36 @@ def test_ddp_two_processes_gloo(corpus, tmp_path):
     state = load_checkpoint(run_dir / "checkpoint.pt")
     assert state["step"] == 4 and (run_dir / "model.safetensors").exists()
     assert np.isfinite(losses(run_dir)).all()
+
+
+def test_init_from_a_model_file_continues_its_weights(corpus, tmp_path, monkeypatch):
+    import speechvq
+    import speechvq.train as train_module
+    from speechvq.errors import SpeechVQError
+
+    torch.set_num_threads(1)
+    first = train(corpus, tmp_path / "a", tiny(max_steps=3), progress=False)
+    base = speechvq.load(first.model_path)
+
+    def no_kmeans(*args, **kwargs):
+        raise AssertionError("the codebook must come from the model file, not a new k-means")
+
+    monkeypatch.setattr(train_module, "init_codebook", no_kmeans)
+    cont = train(
+        corpus, tmp_path / "b", tiny(max_steps=0), progress=False, init_from=first.model_path
+    )
+    model = speechvq.load(cont.model_path)
+    assert model.metadata["training_steps"] == "3"
+    assert model.metadata["initialized_from"] == str(first.model_path)
+    for name, tensor in base.state_dict().items():  # zero steps: the weights are the file's
+        assert torch.equal(model.state_dict()[name], tensor), name
+    other = speechvq.SpeechVQ(speechvq.ModelConfig.preset("tiny", speakers=["x"]))
+    other.save(tmp_path / "other.safetensors")
+    with pytest.raises(SpeechVQError, match="speakers"):
+        train(
+            corpus,
+            tmp_path / "c",
+            tiny(max_steps=1),
+            progress=False,
+            init_from=tmp_path / "other.safetensors",
+        )
