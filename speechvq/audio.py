@@ -170,17 +170,18 @@ class atomic_output:
             prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix, dir=self.path.parent
         )
         os.close(fd)
-        # mkstemp creates files readable by their owner only; give the output
-        # the permissions a plain open() would (0666 less the umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         self.tmp = Path(tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self.tmp is not None
         if exc_type is None:
+            # mkstemp (and some writers, e.g. safetensors, which recreate the
+            # file) leave it readable by its owner only; give the output the
+            # permissions a plain open() would: 0666 less the umask.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)

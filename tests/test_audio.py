@@ -84,3 +84,16 @@ def test_save_audio_is_atomic_and_respects_force(tmp_path):
     with pytest.raises(SpeechVQError, match="already exists"):
         save_audio(path, synth_speechlike(0.1), 16000, force=False)
     assert [p.name for p in tmp_path.iterdir()] == ["o.wav"]  # no temp files left
+
+
+def test_outputs_get_plain_file_permissions(tmp_path, tiny_model):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        save_audio(tmp_path / "a.wav", synth_speechlike(0.1), 16000)
+        tiny_model.save(tmp_path / "m.safetensors")  # safetensors recreates its file
+        for name in ("a.wav", "m.safetensors"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    finally:
+        os.umask(umask)
