@@ -16,7 +16,10 @@ from speechvq.errors import SpeechVQError
 # name -> (file name, sha256). The first entry is the default model.
 REGISTRY: dict[str, tuple[str, str]] = {
     # See pretrained/README.md (the model card).
-    "small": ("speechvq-small.safetensors", "23e30fde2d34a6ace4fc716699e3a30d0427c47810e5a27b051fc43ee33dda26"),
+    "small": (
+        "speechvq-small.safetensors",
+        "23e30fde2d34a6ace4fc716699e3a30d0427c47810e5a27b051fc43ee33dda26",
+    ),
 }
 
 DEFAULT_MODEL = next(iter(REGISTRY), None)

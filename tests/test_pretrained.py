@@ -1,0 +1,29 @@
+"""The shipped model: found by name, sha256-checked, loads with its speakers and prior."""
+
+import numpy as np
+import pytest
+
+import speechvq
+from speechvq import pretrained
+from speechvq.errors import SpeechVQError
+
+from .conftest import synth_speechlike
+
+
+def test_default_model_loads_by_name_and_encodes():
+    assert pretrained.DEFAULT_MODEL == "small"
+    model = speechvq.load(None)
+    assert {"p225", "p226", "p227", "p228"} <= set(model.speakers)
+    assert model.prior is not None and model.config.pitch.enabled
+    codes = model.encode(synth_speechlike(0.2), 16000)
+    assert codes.shape == (50,) and codes.max() < 512
+
+
+def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
+    name, sha = pretrained.REGISTRY["small"]
+    (tmp_path / name).write_bytes((pretrained.pretrained_dir() / name).read_bytes()[:-1] + b"x")
+    monkeypatch.setenv("SPEECHVQ_PRETRAINED_DIR", str(tmp_path))
+    monkeypatch.setattr(pretrained, "_verified", set())
+    with pytest.raises(SpeechVQError, match="fails its sha256 check"):
+        pretrained.resolve("small")
+    np.testing.assert_equal(pretrained.resolve(tmp_path / name), tmp_path / name)  # a path is a path
