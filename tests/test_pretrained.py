@@ -26,4 +26,6 @@ def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "_verified", set())
     with pytest.raises(SpeechVQError, match="fails its sha256 check"):
         pretrained.resolve("small")
-    np.testing.assert_equal(pretrained.resolve(tmp_path / name), tmp_path / name)  # a path is a path
+    np.testing.assert_equal(
+        pretrained.resolve(tmp_path / name), tmp_path / name
+    )  # a path is a path
