@@ -61,6 +61,10 @@ def run(
 
 
 def main() -> None:
+    import warnings
+
+    # One line per warning, as the CLI prints them.
+    warnings.formatwarning = lambda message, *args, **kwargs: f"speechvq: warning: {message}\n"
     try:
         run()
     except SpeechVQError as exc:
