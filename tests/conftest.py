@@ -21,6 +21,25 @@ def synth_speechlike(seconds: float = 0.5, sample_rate: int = 16000, seed: int =
     return wave.astype(np.float32)
 
 
+def make_prepared_corpus(root, utterances: int, heldout: float):
+    """Speakers alice and bob, `utterances` 1 s synthetic utterances each, prepared
+    (Dio F0, no trimming) into `root / "prepared"`, which is returned."""
+    import soundfile as sf
+
+    from speechvq.layouts import Source
+    from speechvq.prepare import PrepareConfig, prepare_corpus
+
+    src = root / "src"
+    for spk, seed in (("alice", 0), ("bob", 1)):
+        (src / spk).mkdir(parents=True)
+        for i in range(utterances):
+            wave = synth_speechlike(1.0, seed=seed * 10 + i)
+            sf.write(src / spk / f"{spk}_{i}.wav", wave, 16000)
+    config = PrepareConfig(f0_method="dio", workers=1, heldout=heldout, trim=False)
+    prepare_corpus([Source(src, "folder")], root / "prepared", config, progress=False)
+    return root / "prepared"
+
+
 @pytest.fixture
 def tiny_model():
     import torch

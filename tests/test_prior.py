@@ -8,7 +8,6 @@ import socket
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 import speechvq
@@ -16,7 +15,7 @@ from speechvq.entropy import decode_codes, encode_codes, ideal_bits
 from speechvq.prior import Prior, PriorConfig, PriorSource, sample_codes, sample_speech
 from speechvq.train_prior import PriorTrainConfig, extract_codes, train_prior
 
-from .conftest import synth_speechlike
+from .conftest import make_prepared_corpus, synth_speechlike
 
 K = 16  # the tiny VQ-VAE's codebook
 
@@ -217,21 +216,8 @@ def test_compress_uses_the_prior(tmp_path):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Two speakers, three 1 s utterances each, one of each held out; and a tiny VQ-VAE."""
-    from speechvq.layouts import Source
-    from speechvq.prepare import PrepareConfig, prepare_corpus
-
     root = tmp_path_factory.mktemp("prior_corpus")
-    src = root / "src"
-    for spk, seed in (("alice", 0), ("bob", 1)):
-        (src / spk).mkdir(parents=True)
-        for i in range(3):
-            sf.write(src / spk / f"{spk}_{i}.wav", synth_speechlike(1.0, seed=seed * 10 + i), 16000)
-    prepare_corpus(
-        [Source(src, "folder")],
-        root / "prepared",
-        PrepareConfig(f0_method="dio", workers=1, heldout=0.3, trim=False),
-        progress=False,
-    )
+    make_prepared_corpus(root, utterances=3, heldout=0.3)
     vqvae().save(root / "vq.safetensors")
     return root
 

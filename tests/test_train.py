@@ -7,33 +7,17 @@ import socket
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
-from speechvq.layouts import Source
-from speechvq.prepare import PrepareConfig, prepare_corpus
 from speechvq.train import TrainConfig, load_checkpoint, train
 
-from .conftest import synth_speechlike
+from .conftest import make_prepared_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Two speakers, two 1 s utterances each, prepared with Dio F0."""
-    root = tmp_path_factory.mktemp("corpus")
-    src = root / "src"
-    for spk, seed in (("alice", 0), ("bob", 1)):
-        (src / spk).mkdir(parents=True)
-        for i in range(2):
-            sf.write(src / spk / f"{spk}_{i}.wav", synth_speechlike(1.0, seed=seed * 10 + i), 16000)
-    out = root / "prepared"
-    prepare_corpus(
-        [Source(src, "folder")],
-        out,
-        PrepareConfig(f0_method="dio", workers=1, heldout=0.0, trim=False),
-        progress=False,
-    )
-    return out
+    return make_prepared_corpus(tmp_path_factory.mktemp("corpus"), utterances=2, heldout=0.0)
 
 
 def tiny(**kw) -> TrainConfig:
