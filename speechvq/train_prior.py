@@ -44,8 +44,8 @@ from speechvq.train import (
     CsvLog,
     Distributed,
     StopFlag,
-    TrainConfig,
     autocast_dtype,
+    config_from_yaml,
     load_checkpoint,
     lr_at,
     merge,
@@ -75,8 +75,9 @@ class PriorTrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto | bf16 | fp32
 
-    # The VQ-VAE trainer's YAML reader only uses `cls`, so it serves here as well.
-    from_yaml = classmethod(TrainConfig.from_yaml.__func__)  # type: ignore[attr-defined]
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None, **overrides: Any) -> PriorTrainConfig:
+        return config_from_yaml(cls, path, **overrides)
 
     def prior_config(self, codebook_size: int, speakers: int) -> PriorConfig:
         base = PriorConfig.preset(

@@ -40,6 +40,31 @@ def make_prepared_corpus(root, utterances: int, heldout: float):
     return root / "prepared"
 
 
+def free_port() -> int:
+    """A free TCP port on loopback, for a torch.distributed rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def join_gloo_group(rank: int, world: int, port: int) -> None:
+    """Set the environment torchrun would give process `rank` of `world` (CPU, 1 thread)."""
+    import os
+
+    import torch
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def tiny_model():
     import torch

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import socket
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from speechvq.entropy import decode_codes, encode_codes, ideal_bits
 from speechvq.prior import Prior, PriorConfig, PriorSource, sample_codes, sample_speech
 from speechvq.train_prior import PriorTrainConfig, extract_codes, train_prior
 
-from .conftest import make_prepared_corpus, synth_speechlike
+from .conftest import free_port, join_gloo_group, make_prepared_corpus, synth_speechlike
 
 K = 16  # the tiny VQ-VAE's codebook
 
@@ -301,23 +299,14 @@ def test_resume_gives_the_same_weights(corpus, tmp_path):
 
 
 def _ddp_worker(rank: int, world: int, port: int, args, run_dir) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    join_gloo_group(rank, world, port)
     train_prior(*args, run_dir, tiny_cfg(max_steps=4, valid_every=0), progress=False)
 
 
 def test_ddp_two_processes_gloo(corpus, tmp_path):
     from speechvq.train import load_checkpoint
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     args = (corpus / "prepared", corpus / "vq.safetensors")
     torch.multiprocessing.spawn(_ddp_worker, args=(2, port, args, tmp_path / "ddp"), nprocs=2)
     assert load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["step"] == 4

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import numpy as np
 import pytest
 import torch
 
 from speechvq.train import TrainConfig, load_checkpoint, train
 
-from .conftest import make_prepared_corpus
+from .conftest import free_port, join_gloo_group, make_prepared_corpus
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +71,12 @@ def test_refuses_to_clobber_a_run(corpus, tmp_path):
 
 
 def _ddp_worker(rank: int, world: int, port: int, corpus, run_dir) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    join_gloo_group(rank, world, port)
     train(corpus, run_dir, tiny(max_steps=4, log_every=1), progress=False)
 
 
 def test_ddp_two_processes_gloo(corpus, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     run_dir = tmp_path / "ddp"
     torch.multiprocessing.spawn(_ddp_worker, args=(2, port, corpus, run_dir), nprocs=2)
     state = load_checkpoint(run_dir / "checkpoint.pt")
