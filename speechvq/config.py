@@ -85,10 +85,29 @@ class PitchConfig:
 
 
 @dataclass(frozen=True)
-class DecoderConfig:
-    """Speaker-conditioned WaveNet decoder over 8-bit mu-law samples."""
+class SourceFilterConfig:
+    """The harmonic-plus-noise decoder (`speechvq.source_filter`): frame network and banks."""
 
+    channels: int = 256
+    layers: int = 8  # dilated residual blocks over frames (non-causal)
+    kernel_size: int = 3
+    dilation_cycle: int = 4  # dilations 1, 2, 4, 8, repeated: +-31 frames (124 ms) of context
+    harmonics: int = 128  # reaches Nyquist down to F0 = 62.5 Hz
+    envelope_bins: int = 129  # harmonic envelope, 62.5 Hz apart over 0..8 kHz
+    noise_bins: int = 65  # noise filter magnitude, 125 Hz apart
+
+
+DECODER_KINDS = ("wavenet", "source-filter")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The speaker-conditioned decoder: the paper's WaveNet over 8-bit mu-law samples,
+    or (`kind="source-filter"`) a harmonic-plus-noise synthesiser driven by F0."""
+
+    kind: str = "wavenet"
     wavenet: WaveNetConfig = field(default_factory=WaveNetConfig)
+    source_filter: SourceFilterConfig = field(default_factory=SourceFilterConfig)
     quantization_channels: int = 256  # 8-bit mu-law
     speaker_dim: int = 32
     cond_channels: int = 128
@@ -116,6 +135,13 @@ class ModelConfig:
                 f"quantizer dim {self.quantizer.dim} != encoder latent_dim "
                 f"{self.encoder.latent_dim}"
             )
+        if self.decoder.kind not in DECODER_KINDS:
+            kinds = ", ".join(DECODER_KINDS)
+            raise SpeechVQError(
+                f"unknown decoder kind {self.decoder.kind!r}; choose one of {kinds}"
+            )
+        if self.decoder.kind == "source-filter" and not self.pitch.enabled:
+            raise SpeechVQError("the source-filter decoder needs the pitch path (pitch.enabled)")
 
     @property
     def hop_length(self) -> int:
@@ -151,6 +177,7 @@ class ModelConfig:
         d = dict(d)
         dec = dict(d.pop("decoder", {}))
         wavenet = _build(WaveNetConfig, dec.pop("wavenet", {}))
+        source_filter = _build(SourceFilterConfig, dec.pop("source_filter", {}))
         return _build(
             cls,
             {
@@ -158,7 +185,9 @@ class ModelConfig:
                 "speakers": tuple(d.get("speakers", ())),
                 "encoder": _build(EncoderConfig, d.get("encoder", {})),
                 "quantizer": _build(QuantizerConfig, d.get("quantizer", {})),
-                "decoder": _build(DecoderConfig, {**dec, "wavenet": wavenet}),
+                "decoder": _build(
+                    DecoderConfig, {**dec, "wavenet": wavenet, "source_filter": source_filter}
+                ),
                 "pitch": _build(PitchConfig, d.get("pitch", {})),
             },
         )
@@ -167,7 +196,8 @@ class ModelConfig:
     def preset(
         cls, name: str, speakers: tuple[str, ...] | list[str] = (), pitch: bool | None = None
     ) -> ModelConfig:
-        """`tiny` (tests, seconds), `small` (a 2-core CPU), `paper` (the paper's sizes, a GPU).
+        """`tiny` (tests, seconds), `small` (a 2-core CPU), `paper` (the paper's sizes, a GPU);
+        `small-sf` / `tiny-sf` swap the WaveNet for the source-filter decoder.
 
         `pitch` switches the pitch path on or off; by default `small` has it
         on (it is what makes a CPU-trained decoder voiced, see README) and the
@@ -211,6 +241,23 @@ PRESETS: dict[str, ModelConfig] = {
     # Pre-emphasis before mu-law (LPCNet) shapes the decoder's sampling noise
     # under the speech spectrum; de-emphasis undoes it after synthesis.
     "small": ModelConfig(decoder=DecoderConfig(preemphasis=0.86), pitch=PitchConfig(enabled=True)),
+    # The shipped model's architecture: `small`'s encoder and codebook with the
+    # source-filter decoder, which learns voiced speech on a CPU budget (issue 7).
+    "small-sf": ModelConfig(
+        decoder=DecoderConfig(kind="source-filter"), pitch=PitchConfig(enabled=True)
+    ),
+    "tiny-sf": ModelConfig(
+        encoder=EncoderConfig(channels=16, latent_dim=8, residual_blocks=1),
+        quantizer=QuantizerConfig(codebook_size=16, dim=8),
+        decoder=DecoderConfig(
+            kind="source-filter",
+            speaker_dim=8,
+            source_filter=SourceFilterConfig(
+                channels=16, layers=2, harmonics=32, envelope_bins=33, noise_bins=17
+            ),
+        ),
+        pitch=PitchConfig(enabled=True, predictor_channels=16, predictor_layers=1),
+    ),
     "paper": ModelConfig(
         encoder=EncoderConfig(channels=512, latent_dim=64, residual_blocks=3),
         decoder=DecoderConfig(

@@ -24,13 +24,16 @@ from speechvq.errors import SpeechVQError
 from speechvq.folding import FoldConfig
 from speechvq.pitch import PitchPredictor
 from speechvq.quantizer import VectorQuantizer
+from speechvq.source_filter import SourceFilterDecoder, spectral_loss
 from speechvq.synthesis import synthesize
 
 
 @dataclass
 class ModelOutput:
     loss: torch.Tensor  # total training loss, scalar
-    recon_loss: torch.Tensor  # cross-entropy of mu-law samples, nats per sample
+    # WaveNet: cross-entropy of mu-law samples, nats per sample;
+    # source-filter: the multi-resolution STFT loss.
+    recon_loss: torch.Tensor
     vq_loss: torch.Tensor  # commitment (+ codebook) loss
     pitch_loss: torch.Tensor  # F0 predictor loss (0 without the pitch path)
     perplexity: torch.Tensor
@@ -44,7 +47,10 @@ class SpeechVQ(nn.Module):
         self.config = config
         self.encoder = Encoder(config.encoder)
         self.quantizer = VectorQuantizer(config.quantizer)
-        self.decoder = Decoder(config)
+        if config.decoder.kind == "source-filter":
+            self.decoder = SourceFilterDecoder(config)
+        else:
+            self.decoder = Decoder(config)
         n_spk = max(1, len(config.speakers))
         if config.pitch.enabled:
             self.pitch = PitchPredictor(config.encoder.latent_dim, config.pitch)
@@ -101,6 +107,8 @@ class SpeechVQ(nn.Module):
         dec = self.config.decoder
         z = self.encoder(wave[:, None])  # (B, D, F)
         q = self.quantizer(z)
+        if isinstance(self.decoder, SourceFilterDecoder):
+            return self._forward_source_filter(wave, speaker, f0, q)
         target_wave = wave
         if dec.preemphasis:
             target_wave = torch.cat(
@@ -122,6 +130,19 @@ class SpeechVQ(nn.Module):
         cond = self.decoder.conditioning(q.quantized, speaker, f0)
         logits = self.decoder(prev, cond, source)  # (B, T, Q)
         recon = F.cross_entropy(logits.reshape(B * T, -1).float(), target.reshape(B * T))
+        loss = recon + q.loss + pitch_loss
+        return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
+
+    def _forward_source_filter(self, wave, speaker, f0, q) -> ModelOutput:
+        """Spectral loss of the harmonic-plus-noise decoder driven by the tracker's F0."""
+        if f0 is None:
+            raise ValueError("the source-filter decoder needs F0 [B, F] in training")
+        pred = self.pitch(q.quantized)
+        pitch_loss = PitchPredictor.loss(
+            pred, f0, self.logf0_mean[speaker], self.logf0_std[speaker]
+        )
+        out = self.decoder(q.quantized, speaker, f0)  # (B, T)
+        recon = spectral_loss(out, wave)
         loss = recon + q.loss + pitch_loss
         return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
 
@@ -199,6 +220,9 @@ class SpeechVQ(nn.Module):
         the utterance is folded into overlapping segments generated as one
         batch (`fold`, see `speechvq.synthesis`); `exact` generates it as a
         single stream (slower). The same `seed` gives the same waveform.
+        The source-filter decoder is not autoregressive: it synthesises the
+        whole utterance in one pass (`temperature`, `exact` and `fold` are
+        WaveNet options; `seed` sets its noise).
         """
         codes = self.check_codes(codes)
         spk = torch.tensor([self.speaker_id(speaker)], device=self._device)
@@ -210,6 +234,11 @@ class SpeechVQ(nn.Module):
                 f0_t = torch.as_tensor(np.asarray(f0, dtype=np.float32)[None], device=self._device)
             else:
                 f0_t = self.predict_f0(latents, spk)
+        if isinstance(self.decoder, SourceFilterDecoder):  # parallel: exact, fold don't apply
+            gen = torch.Generator(device=self._device)
+            gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+            wave = self.decoder(latents, spk, f0_t, gen)[0].cpu().numpy()
+            return wave.astype(np.float32)
         cond = self.decoder.conditioning(latents, spk, f0_t)
         wave = synthesize(
             self.decoder, cond, f0_t, temperature=temperature, seed=seed, exact=exact, fold=fold

@@ -53,6 +53,10 @@ class TrainConfig:
     # Set by `train(init_from=...)`: the model file the run started from, and its
     # own training steps/hours, so exported models report the total.
     init_from: str | None = None
+    # What `--init-from` takes from its model: "all" (keep training it, its own
+    # config) or "encoder" (its encoder, codebook, F0 predictor and pitch
+    # statistics; the decoder is built fresh from this config, e.g. a new kind).
+    init_parts: str = "all"
     base_steps: int = 0
     base_hours: float = 0.0
 
@@ -185,6 +189,21 @@ def pitch_stats(corpus: PreparedCorpus, speakers: list[str]) -> tuple[torch.Tens
         mean.append(x.mean())
         std.append(max(x.std(), 0.05))
     return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+ENCODER_PARTS = ("encoder.", "quantizer.", "pitch.", "logf0_mean", "logf0_std")
+
+
+def transplant_encoder(src, dst) -> None:
+    """Copy the encoder, codebook, F0 predictor and pitch statistics of `src` into `dst`."""
+    if src.pitch is None or dst.pitch is None:
+        raise SpeechVQError("init_parts: encoder needs the pitch path in both models")
+    own = dst.state_dict()
+    parts = {k: v for k, v in src.state_dict().items() if k.startswith(ENCODER_PARTS)}
+    for k, v in parts.items():
+        if k not in own or own[k].shape != v.shape:
+            raise SpeechVQError(f"init_parts: encoder: {k} does not fit the new model's config")
+    dst.load_state_dict(parts, strict=False)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -387,7 +406,10 @@ def train(
                 f"{init_from}: its {len(base.speakers)} speakers are not the corpus's "
                 f"{len(speakers)}; --init-from needs the same speaker table"
             )
-        model_cfg = base.config
+        if cfg.init_parts not in ("all", "encoder"):
+            raise SpeechVQError(f"init_parts must be 'all' or 'encoder', got {cfg.init_parts!r}")
+        if cfg.init_parts == "all":
+            model_cfg = base.config
         cfg = dataclasses.replace(
             cfg,
             init_from=str(init_from),
@@ -395,7 +417,9 @@ def train(
             base_hours=float(base.metadata.get("training_hours", 0.0)),
         )
     model = SpeechVQ(model_cfg)
-    if base is not None:
+    if base is not None and cfg.init_parts == "encoder":
+        transplant_encoder(base, model)
+    elif base is not None:
         model.load_state_dict(base.state_dict())
     elif state is None and model.pitch is not None:
         model.set_pitch_stats(*pitch_stats(corpus, speakers))
