@@ -1,8 +1,10 @@
-"""Training throughput of the `small` preset: seconds of audio trained per wall-clock second.
+"""Training throughput: seconds of audio trained per wall-clock second.
 
 Runs full training steps (forward, backward, Adam) on random crops of
 synthetic audio, after warm-up, in fp32 and with bf16 autocast where the CPU
-has it. Usage: python benchmarks/train_throughput.py [--steps 6] [--threads 2]
+has it: the `small` preset with and without the pitch path, and `small-sf`
+(source-filter decoder, batch 8 x 1 s as in recipes/configs/small-sf.yaml).
+Usage: python benchmarks/train_throughput.py [--steps 6] [--threads 2]
 The target on the project's 2-core machine is 1.5 s/s or more.
 """
 
@@ -18,9 +20,9 @@ from speechvq.model import SpeechVQ
 from speechvq.train import autocast_dtype
 
 
-def bench(pitch: bool, dtype, steps: int, batch: int, seconds: float) -> float:
+def bench(preset: str, pitch: bool, dtype, steps: int, batch: int, seconds: float) -> float:
     torch.manual_seed(0)
-    model = SpeechVQ(ModelConfig.preset("small", speakers=[f"s{i}" for i in range(8)], pitch=pitch))
+    model = SpeechVQ(ModelConfig.preset(preset, speakers=[f"s{i}" for i in range(8)], pitch=pitch))
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
     T = int(seconds * 16000) // 64 * 64
@@ -49,14 +51,19 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     bf16 = autocast_dtype("auto", torch.device("cpu"))
-    print(f"small preset, batch {args.batch} x {args.seconds} s, {args.threads} threads")
-    for pitch in (True, False):
+    print(f"{args.threads} threads")
+    runs = [
+        ("small", True, args.batch, args.seconds),
+        ("small", False, args.batch, args.seconds),
+        ("small-sf", True, 8, 1.0),
+    ]
+    for preset, pitch, batch, seconds in runs:
         for dtype in (None, bf16) if bf16 else (None,):
-            rate = bench(pitch, dtype, args.steps, args.batch, args.seconds)
+            rate = bench(preset, pitch, dtype, args.steps, batch, seconds)
             name = "bf16" if dtype else "fp32"
             print(
-                f"pitch={'on ' if pitch else 'off'} {name}: {rate:.2f} s of audio per s "
-                f"({rate * 16000:,.0f} samples/s)"
+                f"{preset:<8} pitch={'on ' if pitch else 'off'} batch {batch} x {seconds:g} s "
+                f"{name}: {rate:.2f} s of audio per s ({rate * 16000:,.0f} samples/s)"
             )
 
 
