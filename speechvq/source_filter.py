@@ -130,35 +130,46 @@ class SourceFilterDecoder(nn.Module):
         return self.render(self.controls(latents, speaker, f0), generator)
 
     def render(
-        self, c: Controls, generator: torch.Generator | None = None, chunk: int = 160_000
+        self, c: Controls, generator: torch.Generator | None = None, chunk_frames: int = 2500
     ) -> torch.Tensor:
-        """Synthesise `[B, F * hop]` from controls; the harmonics `chunk` samples at a time.
+        """Synthesise `[B, F * hop]` from controls, `chunk_frames` frames (10 s) at a time.
 
-        Chunking bounds memory on long inputs (the harmonic bank is
-        `[B, chunk, H]`) without changing a sample: the phase is accumulated
-        over the whole signal and the frame values are interpolated sample by
-        sample, so any chunk size gives the same output.
+        Chunking bounds memory on long inputs (a 10-minute file would need
+        gigabytes for the harmonic bank at once) without changing the output
+        beyond float rounding: the harmonic phase is carried from chunk to
+        chunk, the frame values are interpolated sample by sample from the
+        same neighbours, and each chunk's noise is filtered with a margin of
+        whole STFT windows around it, cut from one white-noise signal.
         """
         with torch.autocast(c.f0.device.type, enabled=False):
             B, Fr = c.f0.shape
-            T = Fr * self.hop
-            amps = self.harmonic_amplitudes(c)  # (B, F, H)
+            white = torch.rand(B, Fr * self.hop, generator=generator, device=c.f0.device) * 2 - 1
+            filled = Controls(c.harmonic_env, c.noise_env, fill_unvoiced(c.f0))
             voiced = (c.f0 > 0).float()
-            f0 = fill_unvoiced(c.f0)
-            # Phase in float64: a float32 running sum drifts by ~0.1 rad within minutes.
-            f0_s = interp_frames(f0.double()[:, None], 0, T, self.hop)[:, 0]  # (B, T)
-            phase = torch.remainder(
-                2 * math.pi * torch.cumsum(f0_s / self.sample_rate, 1), 2 * math.pi
-            )
-            k = torch.arange(1, self.harmonics + 1, device=c.f0.device, dtype=torch.float32)
+            phase = torch.zeros(B, 1, dtype=torch.float64, device=c.f0.device)
             pieces = []
-            for t0 in range(0, T, chunk):
-                t1 = min(T, t0 + chunk)
-                a = interp_frames((amps * voiced[:, :, None]).transpose(1, 2), t0, t1, self.hop)
-                arg = phase[:, t0:t1, None].float() * k  # (B, t, H)
-                pieces.append((torch.sin(arg) * a.transpose(1, 2)).sum(-1))
-            harmonic = torch.cat(pieces, dim=1)
-            return harmonic + self.filtered_noise(c.noise_env, T, generator)
+            for a in range(0, Fr, chunk_frames):
+                b = min(Fr, a + chunk_frames)
+                harmonic, phase = self._harmonics(filled, voiced, a, b, phase)
+                pieces.append(harmonic + self._noise(c.noise_env, white, a, b))
+            return torch.cat(pieces, dim=1)
+
+    def _harmonics(
+        self, c: Controls, voiced: torch.Tensor, a: int, b: int, phase: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Harmonics of frames a..b-1 `[B, (b - a) hop]`, and the phase after them `[B, 1]`."""
+        lo, hi = max(0, a - 1), min(c.f0.shape[1], b + 1)  # neighbours for the interpolation
+        part = Controls(c.harmonic_env[:, lo:hi], c.noise_env[:, lo:hi], c.f0[:, lo:hi])
+        amps = self.harmonic_amplitudes(part) * voiced[:, lo:hi, None]  # (B, f, H)
+        t0, t1 = (a - lo) * self.hop, (b - lo) * self.hop
+        a_s = interp_frames(amps.transpose(1, 2).contiguous(), t0, t1, self.hop)  # (B, H, t)
+        # Phase in float64: a float32 running sum drifts by ~0.1 rad within minutes.
+        f0_s = interp_frames(part.f0.double()[:, None], t0, t1, self.hop)[:, 0]  # (B, t)
+        phi = phase + 2 * math.pi * torch.cumsum(f0_s / self.sample_rate, dim=1)
+        phi = torch.remainder(phi, 2 * math.pi)
+        k = torch.arange(1, self.harmonics + 1, device=phi.device, dtype=torch.float32)
+        out = (torch.sin(phi.float()[:, :, None] * k) * a_s.transpose(1, 2)).sum(-1)
+        return out, phi[:, -1:]
 
     def harmonic_amplitudes(self, c: Controls) -> torch.Tensor:
         """Amplitude of each harmonic `[B, F, H]`: the envelope sampled at k F0, 0 above Nyquist."""
@@ -172,20 +183,26 @@ class SourceFilterDecoder(nn.Module):
         lo, hi = env.gather(2, i0), env.gather(2, i0 + 1)
         return (lo * (1 - w) + hi * w) * (freq < self.sample_rate / 2)
 
-    def filtered_noise(
-        self, noise_env: torch.Tensor, length: int, generator: torch.Generator | None
-    ) -> torch.Tensor:
-        """White noise shaped by the frame filters `[B, F, N]` in the STFT domain: `[B, length]`."""
-        B = noise_env.shape[0]
-        white = torch.rand(B, length, generator=generator, device=noise_env.device) * 2 - 1
-        window = torch.hann_window(NOISE_FFT, device=noise_env.device)
-        spec = torch.stft(white, NOISE_FFT, self.hop, window=window, return_complex=True)
-        mag = exp_sigmoid(noise_env)  # (B, F, N)
-        mag = F.interpolate(mag, size=NOISE_FFT // 2 + 1, mode="linear", align_corners=True)
-        mag = torch.cat([mag, mag[:, -1:]], dim=1).transpose(1, 2)  # (B, bins, F + 1)
-        return torch.istft(
-            spec * mag[:, :, : spec.shape[-1]], NOISE_FFT, self.hop, window=window, length=length
+    def _noise(self, noise_env: torch.Tensor, white: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        """Frames a..b-1 of `white` `[B, T]` shaped by the frame filters `[B, F, N]` (STFT domain).
+
+        STFT frame j is centred on sample j hop and filtered by frame j's
+        magnitudes. The segment reaches two windows beyond the chunk on each
+        side, so every STFT frame that touches the chunk sees the same samples
+        as in one pass over the whole signal.
+        """
+        hop, T = self.hop, white.shape[1]
+        margin = 2 * NOISE_FFT
+        s0, s1 = max(0, a * hop - margin), min(T, b * hop + margin)
+        window = torch.hann_window(NOISE_FFT, device=white.device)
+        spec = torch.stft(white[:, s0:s1], NOISE_FFT, hop, window=window, return_complex=True)
+        frames = (s0 // hop + torch.arange(spec.shape[-1], device=white.device)).clamp(
+            max=noise_env.shape[1] - 1
         )
+        mag = exp_sigmoid(noise_env[:, frames])  # (B, j, N)
+        mag = F.interpolate(mag, size=NOISE_FFT // 2 + 1, mode="linear", align_corners=True)
+        out = torch.istft(spec * mag.transpose(1, 2), NOISE_FFT, hop, window=window, length=s1 - s0)
+        return out[:, a * hop - s0 : b * hop - s0]
 
 
 def fill_unvoiced(f0: torch.Tensor) -> torch.Tensor:
