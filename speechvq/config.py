@@ -80,6 +80,9 @@ class PitchConfig:
     source_amplitude: float = 0.1
     predictor_channels: int = 128
     predictor_layers: int = 3
+    # 0: plain convolutions (kernel 5, +-2 frames each); N > 0: residual blocks
+    # with dilations 1, 2, ... 2**(N-1) (kernel 3), for intonation-length context.
+    predictor_dilation_cycle: int = 0
     f0_floor: float = 50.0
     f0_ceil: float = 800.0
 
@@ -244,7 +247,10 @@ PRESETS: dict[str, ModelConfig] = {
     # The shipped model's architecture: `small`'s encoder and codebook with the
     # source-filter decoder, which learns voiced speech on a CPU budget (issue 7).
     "small-sf": ModelConfig(
-        decoder=DecoderConfig(kind="source-filter"), pitch=PitchConfig(enabled=True)
+        decoder=DecoderConfig(kind="source-filter"),
+        pitch=PitchConfig(
+            enabled=True, predictor_channels=256, predictor_layers=6, predictor_dilation_cycle=6
+        ),
     ),
     "tiny-sf": ModelConfig(
         encoder=EncoderConfig(channels=16, latent_dim=8, residual_blocks=1),

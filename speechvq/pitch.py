@@ -74,6 +74,17 @@ class PitchPredictor(nn.Module):
 
     def __init__(self, latent_dim: int, cfg: PitchConfig):
         super().__init__()
+        if cfg.predictor_dilation_cycle:
+            # Dilated residual blocks (`source_filter.FrameNet`): +-63 frames (252 ms)
+            # of context with 6 layers, where plain convs see +-6 frames.
+            from speechvq.source_filter import FrameNet
+
+            ch = cfg.predictor_channels
+            self.net = nn.Sequential(
+                FrameNet(latent_dim, ch, cfg.predictor_layers, 3, cfg.predictor_dilation_cycle),
+                nn.Conv1d(ch, 2, 1),
+            )
+            return
         layers: list[nn.Module] = []
         ch = latent_dim
         for _ in range(cfg.predictor_layers):

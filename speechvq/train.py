@@ -54,8 +54,11 @@ class TrainConfig:
     # own training steps/hours, so exported models report the total.
     init_from: str | None = None
     # What `--init-from` takes from its model: "all" (keep training it, its own
-    # config) or "encoder" (its encoder, codebook, F0 predictor and pitch
-    # statistics; the decoder is built fresh from this config, e.g. a new kind).
+    # config), "encoder" (its encoder, codebook, F0 predictor and pitch
+    # statistics; the decoder is built fresh from this config, e.g. a new kind)
+    # or "matching" (the model is built from this config; every tensor whose
+    # name and shape match is copied, the others start fresh, e.g. a new F0
+    # predictor under a trained encoder and decoder).
     init_parts: str = "all"
     base_steps: int = 0
     base_hours: float = 0.0
@@ -189,6 +192,18 @@ def pitch_stats(corpus: PreparedCorpus, speakers: list[str]) -> tuple[torch.Tens
         mean.append(x.mean())
         std.append(max(x.std(), 0.05))
     return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+INIT_PARTS = ("all", "encoder", "matching")
+
+
+def copy_matching(src, dst) -> list[str]:
+    """Copy each tensor of `src` whose name and shape `dst` shares; returns those left fresh."""
+    theirs = src.state_dict()
+    own = dst.state_dict()
+    same = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    dst.load_state_dict(same, strict=False)
+    return [k for k in own if k not in same]
 
 
 ENCODER_PARTS = ("encoder.", "quantizer.", "pitch.", "logf0_mean", "logf0_std")
@@ -406,8 +421,10 @@ def train(
                 f"{init_from}: its {len(base.speakers)} speakers are not the corpus's "
                 f"{len(speakers)}; --init-from needs the same speaker table"
             )
-        if cfg.init_parts not in ("all", "encoder"):
-            raise SpeechVQError(f"init_parts must be 'all' or 'encoder', got {cfg.init_parts!r}")
+        if cfg.init_parts not in INIT_PARTS:
+            raise SpeechVQError(
+                f"init_parts must be one of {', '.join(INIT_PARTS)}, got {cfg.init_parts!r}"
+            )
         if cfg.init_parts == "all":
             model_cfg = base.config
         cfg = dataclasses.replace(
@@ -419,6 +436,11 @@ def train(
     model = SpeechVQ(model_cfg)
     if base is not None and cfg.init_parts == "encoder":
         transplant_encoder(base, model)
+    elif base is not None and cfg.init_parts == "matching":
+        fresh = copy_matching(base, model)
+        if fresh and dist.main:
+            names = ", ".join(fresh[:4])
+            print(f"init_parts matching: {len(fresh)} tensors start fresh ({names} ...)")
     elif base is not None:
         model.load_state_dict(base.state_dict())
     elif state is None and model.pitch is not None:

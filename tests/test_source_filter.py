@@ -163,3 +163,32 @@ def test_training_lowers_the_spectral_loss_from_a_wavenet_models_encoder(tmp_pat
     model = speechvq.load(result.model_path)
     assert model.config.decoder.kind == "source-filter"
     assert model.metadata["training_steps"] == "62"
+
+
+def test_dilated_pitch_predictor_sees_far_context_and_old_files_keep_theirs():
+    cfg = ModelConfig.preset("small-sf", speakers=["a"])
+    model = speechvq.SpeechVQ(cfg).eval()
+    x = torch.zeros(1, 64, 200, requires_grad=True)
+    model.pitch(x).norm_logf0[0, 100].backward()
+    reach = (x.grad[0].abs().sum(0) > 0).nonzero()[:, 0]
+    assert reach.min() <= 100 - 60 and reach.max() >= 100 + 60  # +-63 frames
+    old = ModelConfig.preset("small").to_dict()
+    del old["pitch"]["predictor_dilation_cycle"]  # a file written before the option
+    assert ModelConfig.from_dict(old).pitch.predictor_dilation_cycle == 0
+
+
+def test_copy_matching_keeps_what_fits_and_reports_the_rest():
+    from speechvq.train import copy_matching
+
+    torch.manual_seed(0)
+    src = speechvq.SpeechVQ(ModelConfig.preset("tiny-sf", speakers=["a"]))
+    cfg = ModelConfig.preset("tiny-sf", speakers=["a"])
+    bigger = ModelConfig.from_dict(
+        {**cfg.to_dict(), "pitch": {**cfg.to_dict()["pitch"], "predictor_dilation_cycle": 2}}
+    )
+    dst = speechvq.SpeechVQ(bigger)
+    fresh = copy_matching(src, dst)
+    assert fresh and all(k.startswith("pitch.") for k in fresh)
+    for k, v in dst.state_dict().items():
+        if not k.startswith("pitch."):
+            assert torch.equal(v, src.state_dict()[k]), k
