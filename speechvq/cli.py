@@ -325,13 +325,19 @@ def train(
         "--init-from",
         help="Start from this model file's weights (e.g. a shipped model), fresh optimiser.",
     ),
+    init_parts: str | None = typer.Option(
+        None,
+        "--init-parts",
+        help="What --init-from takes: all (its config too), encoder, or matching "
+        "(every tensor that fits this config). Default: the config's, else all.",
+    ),
 ):
     """Train a VQ-VAE on a prepared corpus (CPU, GPU, or `torchrun --nproc_per_node N`)."""
     with _errors():
         from speechvq.train import TrainConfig
         from speechvq.train import train as run_training
 
-        cfg = TrainConfig.from_yaml(config)
+        cfg = TrainConfig.from_yaml(config, init_parts=init_parts)
         if init_from is not None and resume:
             raise SpeechVQError("--init-from starts a new run; it cannot be used with --resume")
         if init_from is not None:

@@ -100,12 +100,21 @@ class SpeechVQ(nn.Module):
     # Training ---------------------------------------------------------------
 
     def forward(
-        self, wave: torch.Tensor, speaker: torch.Tensor, f0: torch.Tensor | None = None
+        self,
+        wave: torch.Tensor,
+        speaker: torch.Tensor,
+        f0: torch.Tensor | None = None,
+        encoder_input: torch.Tensor | None = None,
     ) -> ModelOutput:
-        """Teacher-forced pass: wave `[B, T]` in [-1, 1], speaker ids `[B]`, F0 `[B, T / hop]`."""
+        """Teacher-forced pass: wave `[B, T]` in [-1, 1], speaker ids `[B]`, F0 `[B, T / hop]`.
+
+        `encoder_input` `[B, T]`, if given, is what the encoder reads instead
+        of `wave` (an augmented copy, see `speechvq.augment`); `wave` stays
+        the target.
+        """
         B, T = wave.shape
         dec = self.config.decoder
-        z = self.encoder(wave[:, None])  # (B, D, F)
+        z = self.encoder((wave if encoder_input is None else encoder_input)[:, None])  # (B, D, F)
         q = self.quantizer(z)
         if isinstance(self.decoder, SourceFilterDecoder):
             return self._forward_source_filter(wave, speaker, f0, q)

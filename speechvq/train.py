@@ -50,6 +50,9 @@ class TrainConfig:
     export_every: int = 1000  # also write model.safetensors this often
     seed: int = 0
     precision: str = "auto"  # auto | bf16 | fp32
+    # Vocal-tract-length perturbation of the encoder's input (`speechvq.augment`):
+    # envelope warp factors drawn from [1 - vtlp, 1 + vtlp]; 0 disables.
+    vtlp: float = 0.0
     # Set by `train(init_from=...)`: the model file the run started from, and its
     # own training steps/hours, so exported models report the total.
     init_from: str | None = None
@@ -255,6 +258,18 @@ def init_codebook(model, sampler: CropSampler, cfg: TrainConfig, device) -> None
         vectors.append(z.transpose(1, 2).reshape(-1, z.shape[1]))
         i += 1
     model.quantizer.init_codebook(torch.cat(vectors)[:want])
+
+
+def perturb(wave: torch.Tensor, cfg: TrainConfig, step: int, rank: int) -> torch.Tensor | None:
+    """The encoder's augmented input `[B, T]` (VTLP), or None; drawn from (seed, step, rank)."""
+    if not cfg.vtlp:
+        return None
+    from speechvq.augment import vtlp_factors, warp_envelope
+
+    gen = torch.Generator().manual_seed(
+        int(np.random.default_rng([cfg.seed, step, rank, 1]).integers(2**62))
+    )
+    return warp_envelope(wave, vtlp_factors(wave.shape[0], cfg.vtlp, gen).to(wave.device))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -475,8 +490,9 @@ def train(
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, cfg)
             t0 = time.time()
+            enc_in = perturb(batch["wave"], cfg, step, dist.rank)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                out = net(batch["wave"], batch["speaker"], batch["f0"])
+                out = net(batch["wave"], batch["speaker"], batch["f0"], enc_in)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
