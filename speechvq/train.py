@@ -285,6 +285,14 @@ def validate(model, corpus: PreparedCorpus, speakers: list[str], cfg: TrainConfi
     crop = int(cfg.crop_seconds * 4 * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
     budget = cfg.valid_max_seconds * corpus.sample_rate or math.inf
     model.eval()
+    # The same random numbers at every check (the source-filter decoder's noise),
+    # without disturbing the training run's stream.
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        return _validate(model, corpus, utts, crop, budget, speakers, device, dtype)
+
+
+def _validate(model, corpus, utts, crop, budget, speakers, device, dtype) -> dict[str, float]:
     totals = {"recon_loss": 0.0, "pitch_loss": 0.0, "samples": 0}
     counts = torch.zeros(model.config.quantizer.codebook_size)
     spk = {s: i for i, s in enumerate(speakers)}
