@@ -247,10 +247,7 @@ PRESETS: dict[str, ModelConfig] = {
     # The shipped model's architecture: `small`'s encoder and codebook with the
     # source-filter decoder, which learns voiced speech on a CPU budget (issue 7).
     "small-sf": ModelConfig(
-        decoder=DecoderConfig(kind="source-filter"),
-        pitch=PitchConfig(
-            enabled=True, predictor_channels=256, predictor_layers=6, predictor_dilation_cycle=6
-        ),
+        decoder=DecoderConfig(kind="source-filter"), pitch=PitchConfig(enabled=True)
     ),
     "tiny-sf": ModelConfig(
         encoder=EncoderConfig(channels=16, latent_dim=8, residual_blocks=1),

@@ -76,7 +76,8 @@ class PitchPredictor(nn.Module):
         super().__init__()
         if cfg.predictor_dilation_cycle:
             # Dilated residual blocks (`source_filter.FrameNet`): +-63 frames (252 ms)
-            # of context with 6 layers, where plain convs see +-6 frames.
+            # of context with 6 layers, where plain convs see +-6 frames. An option,
+            # not yet shown to help (docs/pitch.md).
             from speechvq.source_filter import FrameNet
 
             ch = cfg.predictor_channels

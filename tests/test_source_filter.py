@@ -166,8 +166,9 @@ def test_training_lowers_the_spectral_loss_from_a_wavenet_models_encoder(tmp_pat
 
 
 def test_dilated_pitch_predictor_sees_far_context_and_old_files_keep_theirs():
-    cfg = ModelConfig.preset("small-sf", speakers=["a"])
-    model = speechvq.SpeechVQ(cfg).eval()
+    base = ModelConfig.preset("small-sf", speakers=["a"]).to_dict()
+    base["pitch"].update(predictor_channels=32, predictor_layers=6, predictor_dilation_cycle=6)
+    model = speechvq.SpeechVQ(ModelConfig.from_dict(base)).eval()
     x = torch.zeros(1, 64, 200, requires_grad=True)
     model.pitch(x).norm_logf0[0, 100].backward()
     reach = (x.grad[0].abs().sum(0) > 0).nonzero()[:, 0]
