@@ -18,7 +18,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     # See pretrained/README.md (the model card).
     "small": (
         "speechvq-small.safetensors",
-        "23e30fde2d34a6ace4fc716699e3a30d0427c47810e5a27b051fc43ee33dda26",
+        "d0f89f8cde346315f8208bfc56c598aca8c7142a1a96314f77301e2fed3e85f8",
     ),
 }
 
