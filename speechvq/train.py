@@ -464,8 +464,10 @@ def train(
         if fresh and dist.main:
             names = ", ".join(fresh[:4])
             print(f"init_parts matching: {len(fresh)} tensors start fresh ({names} ...)")
-    elif base is not None:
-        model.load_state_dict(base.state_dict())
+    elif base is not None:  # a prior in the file is left out: new codes need a new prior
+        model.load_state_dict(
+            {k: v for k, v in base.state_dict().items() if not k.startswith("prior.")}
+        )
     elif state is None and model.pitch is not None:
         model.set_pitch_stats(*pitch_stats(corpus, speakers))
     model.to(device).train()

@@ -90,21 +90,28 @@ def test_init_from_a_model_file_continues_its_weights(corpus, tmp_path, monkeypa
     from speechvq.errors import SpeechVQError
 
     torch.set_num_threads(1)
+    from speechvq.prior import Prior, PriorConfig
+
     first = train(corpus, tmp_path / "a", tiny(max_steps=3), progress=False)
     base = speechvq.load(first.model_path)
+    # a shipped model carries its prior: the VQ-VAE's training leaves it out
+    base.prior = Prior(PriorConfig.preset("tiny", 16, len(base.speakers)))
+    base.save(tmp_path / "with_prior.safetensors", **{
+        k: base.metadata[k] for k in ("training_steps", "training_hours")
+    })  # fmt: skip
 
     def no_kmeans(*args, **kwargs):
         raise AssertionError("the codebook must come from the model file, not a new k-means")
 
     monkeypatch.setattr(train_module, "init_codebook", no_kmeans)
-    cont = train(
-        corpus, tmp_path / "b", tiny(max_steps=0), progress=False, init_from=first.model_path
-    )
+    init = tmp_path / "with_prior.safetensors"
+    cont = train(corpus, tmp_path / "b", tiny(max_steps=0), progress=False, init_from=init)
     model = speechvq.load(cont.model_path)
     assert model.metadata["training_steps"] == "3"
-    assert model.metadata["initialized_from"] == str(first.model_path)
-    for name, tensor in base.state_dict().items():  # zero steps: the weights are the file's
-        assert torch.equal(model.state_dict()[name], tensor), name
+    assert model.metadata["initialized_from"] == str(init)
+    assert model.prior is None
+    for name, tensor in model.state_dict().items():  # zero steps: the weights are the file's
+        assert torch.equal(base.state_dict()[name], tensor), name
     other = speechvq.SpeechVQ(speechvq.ModelConfig.preset("tiny", speakers=["x"]))
     other.save(tmp_path / "other.safetensors")
     with pytest.raises(SpeechVQError, match="speakers"):
