@@ -8,6 +8,7 @@ what one free core would give. Usage:
     python benchmarks/synthesis.py --decode-seconds 64     # end-to-end folded model.decode
     python benchmarks/synthesis.py --memory-minutes 10     # peak RSS of a 10-minute decode
     python benchmarks/synthesis.py --preset small-sf --decode-seconds 60   # source-filter decoder
+    python benchmarks/synthesis.py --preset small-sf --memory-minutes 10
 Targets (small preset, 16 kHz): folded >= 32k samples/s (2x real time), single stream
 >= 4.8k samples/s (0.3x).
 """
@@ -104,24 +105,18 @@ def main() -> None:
     sr = model.sample_rate
     print(f"{args.preset} preset, 1 thread, numba {'on' if numba_kernel() else 'off'}, "
           f"load average {os.getloadavg()[0]:.2f} (2 cores)")  # fmt: skip
-    if model.config.decoder.kind == "source-filter":  # not autoregressive: decode speed only
-        for _ in range(args.repeat):
-            seconds = args.decode_seconds or 10.0
-            n, wall, cpu = decode_run(model, seconds, False, FoldConfig())
-            print(line(f"decode {seconds:g} s (source-filter)", n, wall, cpu, sr))
-        if args.memory_minutes:
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            n, wall, cpu = decode_run(model, args.memory_minutes * 60, False, FoldConfig())
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(line(f"decode {args.memory_minutes:g} min", n, wall, cpu, sr))
-            print(f"peak RSS {peak:.0f} MB (model built: {before:.0f} MB)")
-        return
-    if args.memory_minutes:
+    if args.memory_minutes:  # either decoder kind (the source-filter one ignores exact/fold)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         n, wall, cpu = decode_run(model, args.memory_minutes * 60, args.exact, FoldConfig())
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(line(f"decode {args.memory_minutes:g} min", n, wall, cpu, sr))
         print(f"peak RSS {peak:.0f} MB (model built: {before:.0f} MB)")
+        return
+    if model.config.decoder.kind == "source-filter":  # not autoregressive: decode speed only
+        for _ in range(args.repeat):
+            seconds = args.decode_seconds or 10.0
+            n, wall, cpu = decode_run(model, seconds, False, FoldConfig())
+            print(line(f"decode {seconds:g} s (source-filter)", n, wall, cpu, sr))
         return
     for rep in range(args.repeat):
         print(f"-- run {rep + 1}, load average {os.getloadavg()[0]:.2f}")

@@ -125,15 +125,9 @@ class SpeechVQ(nn.Module):
             )
         target = mulaw_encode(target_wave.float(), dec.quantization_channels)  # (B, T)
         prev = F.pad(target[:, :-1], (1, 0), value=dec.quantization_channels // 2)
-        pitch_loss = wave.new_zeros(())
+        pitch_loss = self._pitch_loss(q.quantized, f0, speaker)
         source = None
         if self.pitch is not None:
-            if f0 is None:
-                raise ValueError("the pitch path needs F0 [B, F] in training")
-            pred = self.pitch(q.quantized)
-            pitch_loss = PitchPredictor.loss(
-                pred, f0, self.logf0_mean[speaker], self.logf0_std[speaker]
-            )
             phase = 2 * math.pi * torch.rand(B, device=wave.device)
             source = self.decoder.source(f0, phase)
         cond = self.decoder.conditioning(q.quantized, speaker, f0)
@@ -144,16 +138,20 @@ class SpeechVQ(nn.Module):
 
     def _forward_source_filter(self, wave, speaker, f0, q) -> ModelOutput:
         """Spectral loss of the harmonic-plus-noise decoder driven by the tracker's F0."""
-        if f0 is None:
-            raise ValueError("the source-filter decoder needs F0 [B, F] in training")
-        pred = self.pitch(q.quantized)
-        pitch_loss = PitchPredictor.loss(
-            pred, f0, self.logf0_mean[speaker], self.logf0_std[speaker]
-        )
+        pitch_loss = self._pitch_loss(q.quantized, f0, speaker)  # checks F0 is given
         out = self.decoder(q.quantized, speaker, f0)  # (B, T)
         recon = spectral_loss(out, wave)
         loss = recon + q.loss + pitch_loss
         return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
+
+    def _pitch_loss(self, latents, f0, speaker) -> torch.Tensor:
+        """The F0 predictor's loss against the tracker's F0 `[B, F]`; 0 without the pitch path."""
+        if self.pitch is None:
+            return torch.zeros((), device=latents.device)
+        if f0 is None:
+            raise ValueError("the pitch path needs F0 [B, F] in training")
+        pred = self.pitch(latents)
+        return PitchPredictor.loss(pred, f0, self.logf0_mean[speaker], self.logf0_std[speaker])
 
     # The NumPy API ----------------------------------------------------------
 
