@@ -15,7 +15,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import click
 import typer
 
 from speechvq.errors import SpeechVQError
@@ -66,7 +65,7 @@ def _errors():
         typer.echo("speechvq: interrupted", err=True)
         raise typer.Exit(143 if isinstance(exc, _Terminated) else 130) from None
     except Exception as exc:  # a bug, not the user's fault: still one line, status 1
-        if _state["debug"] or isinstance(exc, (click.exceptions.Exit, click.ClickException)):
+        if _state["debug"] or isinstance(exc, _TYPER_EXITS):
             raise
         text = (str(exc).strip() or "no message").splitlines()[0]
         typer.echo(
@@ -75,6 +74,11 @@ def _errors():
             err=True,
         )
         raise typer.Exit(1) from None
+
+
+# A command's own exits pass through. typer >= 0.26 bundles its own click, and
+# `typer.Exit` is no longer click's, so name typer's classes (not click's).
+_TYPER_EXITS = (typer.Exit, typer.Abort, typer.exceptions.TyperException)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -292,7 +296,8 @@ def evaluate(
 ):
     """Score the model's reconstructions (and conversions) beside classic codecs."""
     with _errors():
-        from speechvq.evaluate import EvaluationOptions, find_items
+        from speechvq.discovery import find_recordings
+        from speechvq.evaluate import EvaluationOptions
         from speechvq.evaluate import evaluate as run_evaluation
         from speechvq.evaluation_report import check_report_dir, write_report
 
@@ -303,8 +308,8 @@ def evaluate(
             metrics=_names(metrics),
             seed=seed,
         )  # validates names before the slow part
-        items = find_items(source, split=split, limit=limit)
-        refs = find_items(references, split="train") if references is not None else []
+        items = find_recordings(source, split=split)[: limit or None]
+        refs = find_recordings(references, split="train") if references is not None else []
         m = None if baselines_only else _load_model(model)
         report = run_evaluation(m, items, options, refs)
         paths = write_report(report, out, force=True)
@@ -436,7 +441,7 @@ def compress(
             wave,
             sr,
             output,
-            source=_entropy_source(m, entropy, speaker),
+            entropy=entropy,
             speaker=speaker,
             force=force,
         )
@@ -469,35 +474,17 @@ def decompress(
 
         _check_output(output, force)
         m = _load_model(model)
+        if speaker is not None:
+            m.speaker_id(speaker)  # an unknown voice fails before the slow part
         wave = decompress_file(
             m,
             input,
-            source=_entropy_source(m, "auto", speaker),
             speaker=speaker,
             temperature=temperature,
             seed=seed,
         )
         save_audio(output, wave, m.sample_rate)
         typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s")
-
-
-def _entropy_source(m, name: str, speaker: str | None):
-    """The entropy model to code with: the prior's when asked for (or `auto` and present)."""
-    from speechvq.entropy import make_source
-
-    prior = getattr(m, "prior", None)
-    if name in ("auto", "prior") and prior is not None:
-        from speechvq.prior import PriorSource
-
-        return PriorSource(prior, speaker)
-    if name == "prior":
-        raise SpeechVQError("this model has no prior (train one with `speechvq train-prior`)")
-    if name == "auto":
-        return None  # the bitstream's default, adaptive
-    try:
-        return make_source(name, m.config.quantizer.codebook_size)
-    except ValueError as exc:
-        raise SpeechVQError(str(exc)) from None
 
 
 @app.command("analyze-phonemes")
@@ -526,7 +513,8 @@ def analyze_phonemes(
 ):
     """How codes learned without labels line up with phonemes (VQ-VAE §4.3)."""
     with _errors():
-        from speechvq.phoneme_report import PhonemeOptions, find_audio
+        from speechvq.discovery import find_recordings
+        from speechvq.phoneme_report import PhonemeOptions
         from speechvq.phoneme_report import analyze_phonemes as run_analysis
 
         options = PhonemeOptions(
@@ -539,7 +527,12 @@ def analyze_phonemes(
             force=force,
         )
         report = run_analysis(
-            _load_model(model), find_audio(source), alignments, out, options, progress=True
+            _load_model(model),
+            [r.path for r in find_recordings(source)],
+            alignments,
+            out,
+            options,
+            progress=True,
         )
         typer.echo(report.summary())
         typer.echo(f"report: {out / 'report.md'}")

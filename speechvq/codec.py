@@ -101,39 +101,52 @@ def model_hash_of(model: Any) -> str:
     return model_hash(model.state_dict(), model.config.to_dict())
 
 
+ENTROPY_MODELS = ("auto", "prior", "adaptive", "uniform")
+
+
+def entropy_source(model: Any, name: str = "auto", speaker: str | None = None) -> ProbabilitySource:
+    """The entropy model a writer codes `model`'s codes with: the one place that chooses.
+
+    `name` is one of `ENTROPY_MODELS`: "auto" is the model's prior when it has
+    one, else "adaptive". The prior is conditioned on `speaker` (a name of the
+    model; None is the prior's "unknown speaker" row). A reader does not
+    choose: `decompress` rebuilds the model that the file's header names.
+    """
+    from speechvq.entropy import make_source
+
+    if name not in ENTROPY_MODELS:
+        raise SpeechVQError(f"unknown entropy model {name!r} (one of: {', '.join(ENTROPY_MODELS)})")
+    if name == "prior" or (name == "auto" and model.prior is not None):
+        from speechvq.prior import PriorSource
+
+        return PriorSource.for_model(model, speaker)
+    return make_source("adaptive" if name == "auto" else name, model.config.quantizer.codebook_size)
+
+
 def compress(
     model: Any,
     wave: np.ndarray,
     sample_rate: int,
     path: str | os.PathLike,
     *,
-    source: ProbabilitySource | None = None,
+    entropy: str = "auto",
     speaker: str | None = None,
     force: bool = False,
 ) -> SVQHeader:
     """Encode a `[T]` waveform to codes and write them, entropy-coded, as an `.svq` file.
 
-    `source` defaults to the model's prior when it has one (`speechvq.prior`,
-    conditioned on `speaker`), else `AdaptiveSource`. `speaker` is stored as
-    the default voice for decompression.
+    `entropy` picks the entropy model (`entropy_source`; by default the
+    model's prior, conditioned on `speaker`, when it has one). `speaker` is
+    stored as the default voice for decompression.
     """
     import speechvq
-    from speechvq.entropy import AdaptiveSource
 
     path = Path(path)
     if path.exists() and not force:  # before the encoder runs
         raise SpeechVQError(f"{path}: already exists (use --force to overwrite)")
     if speaker is not None:
         model.speaker_id(speaker)  # an unknown speaker fails here, naming the known ones
-    K = model.config.quantizer.codebook_size
-    if source is None and getattr(model, "prior", None) is not None:
-        from speechvq.prior import PriorSource
-
-        # Conditioned on the stored speaker (None: the prior's "unknown" row).
-        source = PriorSource.for_model(model, speaker)
-    source = source or AdaptiveSource(K)
-    if source.num_symbols != K:
-        raise ValueError(f"entropy model over {source.num_symbols} codes for a codebook of {K}")
+    source = entropy_source(model, entropy, speaker)
     codes = model.encode(wave, sample_rate)
     num_samples = round(np.asarray(wave).size * model.sample_rate / sample_rate)
     svq = pack_codes(
@@ -154,34 +167,26 @@ def decompress(
     model: Any,
     path: str | os.PathLike,
     *,
-    source: ProbabilitySource | None = None,
     speaker: str | None = None,
     temperature: float = 1.0,
     seed: int | None = None,
 ) -> np.ndarray:
     """Decode an `.svq` file to a float32 `[num_samples]` waveform at `model.sample_rate`.
 
-    The file must come from this very model (its hash). The voice is `speaker`,
-    else the file's, else the model's first. `source` (e.g. the prior's) is used
-    when the file names its entropy model; the static ones ("adaptive",
-    "uniform") are rebuilt here, so a caller may always pass the prior's source.
+    The file must come from this very model (its hash). The entropy model is
+    the one the header names, with the writer's conditioning (the stored
+    speaker). The voice is `speaker`, else the file's, else the model's first.
     """
-    from speechvq.entropy import make_source
-
     svq = read_svq(path, expected_model_hash=model_hash_of(model))
     h = svq.header
-    if h.entropy_model == "prior" and getattr(model, "prior", None) is not None:
-        from speechvq.prior import PriorSource
-
-        # The writer's conditioning (the stored speaker), whatever voice is asked for now.
-        source = PriorSource.for_model(model, h.speaker)
-    if source is None or source.name != h.entropy_model:
-        try:
-            source = make_source(h.entropy_model, h.codebook_size)
-        except ValueError:
-            raise SpeechVQError(
-                f"{path}: coded with the {h.entropy_model!r} entropy model, which this model lacks"
-            ) from None
+    if h.entropy_model == "prior" and model.prior is None:
+        raise SpeechVQError(f"{path}: coded with the 'prior' entropy model, which this model lacks")
+    try:
+        source = entropy_source(model, h.entropy_model, h.speaker)
+    except SpeechVQError:
+        raise SpeechVQError(
+            f"{path}: coded with the {h.entropy_model!r} entropy model, which this speechvq lacks"
+        ) from None
     codes = unpack_codes(svq, source)
     if codes.size == 0:
         return np.zeros(0, dtype=np.float32)

@@ -86,3 +86,29 @@ def test_demo_converts_the_shipped_input(tmp_path, model_file, capsys):
     assert sum("convert_" in line for line in lines) == 2
     for path in written:
         assert sf.info(path).samplerate == 16000
+
+
+def test_compress_decompress_with_the_shipped_model(tmp_path, wav_file):
+    """Through the CLI, with the shipped model's prior, a speaker named on both sides."""
+    from typer.testing import CliRunner
+
+    from speechvq.cli import app
+
+    cli = CliRunner()
+    svq = tmp_path / "a.svq"
+    result = cli.invoke(app, ["compress", str(wav_file), str(svq), "--speaker", "p225", "--report"])
+    assert result.exit_code == 0, result.stderr
+    assert "entropy model prior" in result.stdout
+    out = tmp_path / "a.wav"
+    result = cli.invoke(app, ["decompress", str(svq), str(out), "--speaker", "p226"])
+    assert result.exit_code == 0, result.stderr
+    assert sf.info(out).frames == 8000
+    plain = tmp_path / "b.svq"
+    result = cli.invoke(app, ["compress", str(wav_file), str(plain), "--entropy", "adaptive"])
+    assert result.exit_code == 0, result.stderr
+    result = cli.invoke(app, ["decompress", str(plain), str(tmp_path / "b.wav")])
+    assert result.exit_code == 0 and sf.info(tmp_path / "b.wav").frames == 8000, result.stderr
+    result = cli.invoke(
+        app, ["compress", str(wav_file), str(tmp_path / "c.svq"), "--entropy", "zip"]
+    )
+    assert result.exit_code == 2 and "unknown entropy model 'zip'" in result.stderr
