@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from speechvq.discovery import find_files
 from speechvq.errors import SpeechVQError
 
 HTK_TIME_UNIT = 1e-7  # HTK label times are in units of 100 ns
@@ -280,24 +281,24 @@ def _checked(segments: list[Segment], path: Path) -> Alignment:
 
 
 def find_alignments(directory: str | os.PathLike) -> dict[str, Path]:
-    """Alignment files under `directory` (recursively), keyed by file stem.
+    """Alignment files under `directory` (recursively, links followed), keyed by their
+    path relative to it without the suffix (`dr1-fvmh0/sa1`, `p225_001`).
 
-    Two files with the same stem (say `lab/mono/x.lab` and `lab/full/x.lab`)
-    are refused: point at the one folder you mean.
+    Two files that differ only by suffix (`x.lab` beside `x.TextGrid`) are
+    refused: point at the one folder you mean.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise SpeechVQError(f"{directory}: not a directory of alignments")
     found: dict[str, Path] = {}
-    for path in sorted(_walk(directory)):
-        if path.suffix.lower() not in ALIGNMENT_EXTENSIONS:
-            continue
-        if path.stem in found:
+    for path in find_files(directory, ALIGNMENT_EXTENSIONS):
+        key = path.relative_to(directory).with_suffix("").as_posix()
+        if key in found:
             raise SpeechVQError(
-                f"{directory}: two alignments for {path.stem!r} "
-                f"({found[path.stem]} and {path}); point --alignments at one folder"
+                f"{directory}: two alignments for {key!r} "
+                f"({found[key]} and {path}); point --alignments at one folder"
             )
-        found[path.stem] = path
+        found[key] = path
     if not found:
         raise SpeechVQError(
             f"{directory}: no alignment files ({', '.join(ALIGNMENT_EXTENSIONS)}) found"
@@ -305,7 +306,42 @@ def find_alignments(directory: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def _walk(directory: Path) -> Iterable[Path]:
-    for root, _dirs, files in os.walk(directory, followlinks=True):
-        for name in files:
-            yield Path(root) / name
+def match_alignments(
+    audio: Iterable[str | os.PathLike], table: dict[str, Path]
+) -> tuple[dict[str, tuple[Path, Path]], list[Path]]:
+    """Pair audio files with the alignments of `find_alignments`.
+
+    A file matches the alignment whose relative path is the longest tail of
+    the file's own path (TIMIT's `dr1-fvmh0/sa1.wav` finds `dr1-fvmh0/sa1.phn`
+    although every speaker reads `sa1`); down to the bare file stem (VCTK's
+    `wav48/p225/p225_001.wav` finds `lab/mono/p225_001.lab`), which counts
+    only where it is unique. Returns `{id: (audio, alignment)}`, the id being
+    the matched tail (`dr1-fvmh0/sa1`), and the audio files that match none.
+    """
+    tails: dict[tuple[str, ...], list[str]] = {}
+    for key in table:
+        parts = tuple(key.split("/"))
+        for n in range(1, len(parts) + 1):
+            tails.setdefault(parts[-n:], []).append(key)
+    matched: dict[str, tuple[Path, Path]] = {}
+    unmatched: list[Path] = []
+    for path in dict.fromkeys(map(Path, audio)):  # each file once
+        parts = path.with_suffix("").parts
+        tail = next((parts[-n:] for n in range(len(parts), 0, -1) if parts[-n:] in tails), None)
+        if tail is None:
+            unmatched.append(path)
+            continue
+        keys = tails[tail]
+        if len(keys) > 1:
+            raise SpeechVQError(
+                f"{path}: two alignments for {'/'.join(tail)!r} ({table[keys[0]]} and "
+                f"{table[keys[1]]}); point --alignments at one folder"
+            )
+        uid = "/".join(tail)
+        if uid in matched:
+            raise SpeechVQError(
+                f"two audio files match the alignment {table[keys[0]]}: "
+                f"{matched[uid][0]} and {path}"
+            )
+        matched[uid] = (path, table[keys[0]])
+    return matched, unmatched

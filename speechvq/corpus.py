@@ -62,11 +62,44 @@ class Crop:
     f0: np.ndarray
 
 
+def prepared_folder(path: str | os.PathLike) -> Path:
+    """The prepared folder `path` names: the folder itself, or its manifest.tsv or prepare.json."""
+    path = Path(path)
+    if path.is_file() and path.name in ("manifest.tsv", "prepare.json"):
+        return path.parent
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> list[Utterance]:
+    """The rows of a `manifest.tsv` (no arrays needed), in file order."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t")
+            if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+                raise SpeechVQError(f"{path}: unexpected columns {reader.fieldnames}")
+            return [
+                Utterance(
+                    id=row["id"],
+                    speaker=row["speaker"],
+                    split=row["split"],
+                    duration=float(row["duration"]),
+                    offset=int(row["offset"]),
+                    length=int(row["length"]),
+                    f0_offset=int(row["f0_offset"]),
+                    path=row["path"],
+                )
+                for row in reader
+            ]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise SpeechVQError(f"{path}: unreadable manifest ({exc})") from None
+
+
 class PreparedCorpus:
     """A prepared folder, opened read-only. Refuses unknown format versions and missing files."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = prepared_folder(path)
         meta_path = self.path / "prepare.json"
         if not self.path.is_dir():
             raise SpeechVQError(f"{self.path}: no such folder")
@@ -92,7 +125,7 @@ class PreparedCorpus:
         self.info: dict = meta
         self.sample_rate: int = int(meta["sample_rate"])
         self.hop_length: int = int(meta["hop_length"])
-        self._utterances = self._read_manifest()
+        self._utterances = read_manifest(self.path / "manifest.tsv")
         self._check_arrays()
         self._audio: np.ndarray | None = None
         self._f0: np.ndarray | None = None
@@ -171,29 +204,6 @@ class PreparedCorpus:
         state = self.__dict__.copy()
         state.update(_audio=None, _f0=None, _pid=None)
         return state
-
-    def _read_manifest(self) -> list[Utterance]:
-        path = self.path / "manifest.tsv"
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f, delimiter="\t")
-                if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-                    raise SpeechVQError(f"{path}: unexpected columns {reader.fieldnames}")
-                return [
-                    Utterance(
-                        id=row["id"],
-                        speaker=row["speaker"],
-                        split=row["split"],
-                        duration=float(row["duration"]),
-                        offset=int(row["offset"]),
-                        length=int(row["length"]),
-                        f0_offset=int(row["f0_offset"]),
-                        path=row["path"],
-                    )
-                    for row in reader
-                ]
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise SpeechVQError(f"{path}: unreadable manifest ({exc})") from None
 
     def _check_arrays(self) -> None:
         # Cheap (headers only) and catches a folder whose files do not belong together.

@@ -5,7 +5,7 @@ baseline codec), aligns the output to its reference, scores it with
 `speechvq.metrics`, and returns a typed `EvaluationReport`;
 `speechvq.evaluation_report.write_report` turns that into results.json,
 results.md and PNG figures (see docs/evaluate.md). This module holds the
-items (`find_items`), the options, the run and the result dataclasses.
+items (`speechvq.discovery.find_recordings`), the options, the run and the result dataclasses.
 A metric whose optional package is missing is skipped with the reason, and so
 is a codec whose binary is missing: neither stops the run.
 """
@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from speechvq import metrics as M
-from speechvq.audio import AUDIO_EXTENSIONS, load_audio
+from speechvq.audio import load_audio
 from speechvq.baselines import DEFAULT_BASELINES, Baseline, parse_baselines
+from speechvq.discovery import Recording
 from speechvq.errors import SpeechVQError
 
 # Column order of the per-file metrics; "dnsmos_*" are non-intrusive (no reference).
@@ -49,15 +48,6 @@ METRIC_GROUPS = {
 }
 _MODEL = "speechvq"
 _REFERENCE = "reference"
-
-
-@dataclass(frozen=True)
-class EvalItem:
-    """One file to evaluate; `speaker` is None when it cannot be told."""
-
-    id: str
-    path: Path
-    speaker: str | None
 
 
 @dataclass(frozen=True)
@@ -127,7 +117,7 @@ class EvaluationReport:
     """Everything `evaluate` measured; `to_dict` is results.json, `markdown` results.md."""
 
     sample_rate: int
-    items: list[EvalItem]
+    items: list[Recording]
     systems: list[SystemResult]
     conversions: list[ConversionResult] = field(default_factory=list)
     skipped_metrics: dict[str, str] = field(default_factory=dict)  # metric -> reason
@@ -180,46 +170,11 @@ class EvaluationReport:
         )
 
 
-def find_items(
-    source: str | os.PathLike, *, split: str = "valid", limit: int | None = None
-) -> list[EvalItem]:
-    """Files to evaluate: a prepared corpus (its `split`), or audio files under a folder.
-
-    In a folder of audio files the speaker is the file's parent folder name
-    (VCTK's `p225/p225_001.wav`, LibriSpeech's `1688/1688-...flac`); for files
-    directly in `source`, the name up to its first `_` or `-`, if it has one.
-    """
-    root = Path(source)
-    if root.is_file() and root.name == "manifest.tsv":
-        root = root.parent
-    if (root / "manifest.tsv").is_file():
-        from speechvq.corpus import PreparedCorpus
-
-        corpus = PreparedCorpus(root)
-        items = [
-            EvalItem(u.id, _source_path(u.path, root), u.speaker) for u in corpus.utterances(split)
-        ]
-        if not items:
-            raise SpeechVQError(f"{root}: no utterances in the {split!r} split")
-    elif root.is_dir():
-        files = sorted(
-            p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-        )
-        if not files:
-            raise SpeechVQError(f"{root}: no audio files found ({', '.join(AUDIO_EXTENSIONS)})")
-        items = [_folder_item(p, root) for p in files]
-    elif root.is_file():
-        items = [_folder_item(root, root.parent)]
-    else:
-        raise SpeechVQError(f"{root}: no such file or folder")
-    return items[:limit] if limit else items
-
-
 def evaluate(
     model: Any | None,
-    items: list[EvalItem],
+    items: list[Recording],
     options: EvaluationOptions,
-    references: list[EvalItem] = (),
+    references: list[Recording] = (),
 ) -> EvaluationReport:
     """Score `model` (a `SpeechVQ`, or None for baselines only) and the baselines on `items`.
 
@@ -252,7 +207,7 @@ def evaluate(
     enabled = {m for g in options.metrics for m in METRIC_GROUPS[g]}
     scorer = _Scorer(sr, enabled, report.skipped_metrics)
     embeddings: dict[str, np.ndarray] = {}  # item id -> reference embedding
-    converted: list[tuple[EvalItem, str, np.ndarray, float]] = []
+    converted: list[tuple[Recording, str, np.ndarray, float]] = []
     entropy_bps: list[float] = []
     for item in tqdm(items, desc="evaluate", unit="file", disable=not options.progress):
         try:
@@ -387,7 +342,7 @@ def _conversion_results(
     return results
 
 
-def _prior_bits(model, codes: np.ndarray, item: EvalItem) -> float | None:
+def _prior_bits(model, codes: np.ndarray, item: Recording) -> float | None:
     """Ideal code length in bits of `codes` under the model's prior; None without a prior.
 
     One teacher-forced pass (`Prior.nll`) rather than the range coder's
@@ -412,13 +367,13 @@ def _prior_bits(model, codes: np.ndarray, item: EvalItem) -> float | None:
     return float(nats) * len(codes) / math.log(2)
 
 
-def _decode_speaker(model, item: EvalItem) -> str | int:
+def _decode_speaker(model, item: Recording) -> str | int:
     if item.speaker in model.speakers:
         return item.speaker
     return model.speakers[0] if model.speakers else 0
 
 
-def _note_speakers(model, items: list[EvalItem], report: EvaluationReport) -> None:
+def _note_speakers(model, items: list[Recording], report: EvaluationReport) -> None:
     unknown = sum(1 for i in items if i.speaker not in model.speakers)
     if unknown:
         first = model.speakers[0] if model.speakers else "speaker 0"
@@ -433,26 +388,8 @@ def _check_targets(model, targets: tuple[str, ...]) -> None:
         model.speaker_id(t)  # raises SpeechVQError naming the known speakers
 
 
-def _speaker_key(item: EvalItem) -> str:
+def _speaker_key(item: Recording) -> str:
     return item.speaker if item.speaker is not None else f"<{item.id}>"
-
-
-def _source_path(path: str, corpus: Path) -> Path:
-    p = Path(path)
-    for candidate in (p, corpus / p):
-        if candidate.is_file():
-            return candidate
-    raise SpeechVQError(f"{corpus}: source file {path} is missing (evaluate reads the originals)")
-
-
-def _folder_item(path: Path, root: Path) -> EvalItem:
-    rel = path.relative_to(root)
-    if len(rel.parts) > 1:
-        speaker: str | None = path.parent.name
-    else:
-        head = path.stem.replace("-", "_").split("_")[0]
-        speaker = head if head != path.stem else None
-    return EvalItem(rel.with_suffix("").as_posix(), path, speaker)
 
 
 def _stats(v: np.ndarray) -> dict[str, float] | None:

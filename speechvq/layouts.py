@@ -11,13 +11,12 @@ here; `speechvq.prepare` processes what this finds.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from speechvq.audio import AUDIO_EXTENSIONS
+from speechvq.discovery import find_files
 from speechvq.errors import SpeechVQError
 
 LAYOUTS = ("vctk", "librispeech", "folder")
@@ -67,7 +66,7 @@ def detect_layout(path: Path) -> str:
     `<spk>-<chapter>-<n>`; otherwise folder."""
     if path.name == "wav48" or (path / "wav48").is_dir():
         return "vctk"
-    first = next(iter(_audio_files(path)), None)
+    first = next(iter(find_files(path, AUDIO_EXTENSIONS)), None)
     if first is not None and _LIBRISPEECH_NAME.match(first.stem):
         return "librispeech"
     return "folder"
@@ -79,17 +78,17 @@ def discover(source: Source) -> tuple[list[SourceFile], list[SkippedFile]]:
     if source.layout == "vctk":
         root = root / "wav48" if (root / "wav48").is_dir() else root
         for spk in sorted(d for d in root.iterdir() if d.is_dir() and d.name[0] != "."):
-            for f in _audio_files(spk):
+            for f in find_files(spk, AUDIO_EXTENSIONS):
                 found.append(SourceFile(f, spk.name, f.stem))
     elif source.layout == "librispeech":
-        for f in _audio_files(root):
+        for f in find_files(root, AUDIO_EXTENSIONS):
             m = _LIBRISPEECH_NAME.match(f.stem)
             if m:
                 found.append(SourceFile(f, m.group(1), f.stem))
             else:
                 skipped.append(SkippedFile(str(f), "name is not <speaker>-<chapter>-<n>"))
     elif source.layout == "folder":
-        for f in _audio_files(root):
+        for f in find_files(root, AUDIO_EXTENSIONS):
             parts = f.relative_to(root).with_suffix("").parts
             if len(parts) < 2:
                 skipped.append(SkippedFile(str(f), "not inside a <speaker>/ folder"))
@@ -100,12 +99,3 @@ def discover(source: Source) -> tuple[list[SourceFile], list[SkippedFile]]:
     else:
         raise SpeechVQError(f"{root}: unknown layout {source.layout!r}")
     return found, skipped
-
-
-def _audio_files(root: Path) -> Iterator[Path]:
-    """Audio files under `root` in sorted order, lazily (detect_layout needs only the first)."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and name.lower().endswith(AUDIO_EXTENSIONS):
-                yield Path(dirpath) / name

@@ -1,18 +1,17 @@
 """`speechvq analyze-phonemes`: one model's codes against the phones of an aligned corpus.
 
 `analyze_phonemes` encodes every aligned utterance (matched to its alignment
-by file stem), labels the code units with phones and scores them with the
-metrics of `speechvq.phonemes`, beside the same numbers for an untrained model
-of the same config so that a figure can be read against chance (VQ-VAE §4.3
-reports 49.3% against a 7.2% majority baseline). It writes the typed
-`PhonemeReport` as report.json and report.md, with the figures of
-`speechvq.phoneme_plots`. `find_audio` lists the audio of a folder or of a
-prepared corpus's manifest.
+by path: `speechvq.alignments.match_alignments`), labels the code units with
+phones and scores them with the metrics of `speechvq.phonemes`, beside the
+same numbers for an untrained model of the same config so that a figure can
+be read against chance (VQ-VAE §4.3 reports 49.3% against a 7.2% majority
+baseline). It writes the typed `PhonemeReport` as report.json and report.md,
+with the figures of `speechvq.phoneme_plots`. The audio comes from
+`speechvq.discovery.find_recordings`.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -30,9 +29,10 @@ from speechvq.alignments import (
     Alignment,
     find_alignments,
     fold_alignment,
+    match_alignments,
     read_alignment,
 )
-from speechvq.audio import AUDIO_EXTENSIONS, atomic_output, load_audio
+from speechvq.audio import atomic_output, load_audio
 from speechvq.errors import SpeechVQError
 from speechvq.phoneme_plots import plot_cooccurrence, plot_utterance
 from speechvq.phonemes import (
@@ -174,37 +174,6 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def find_audio(source: str | os.PathLike) -> list[Path]:
-    """Audio files of a prepared corpus (`manifest.tsv`, its `path` column) or a folder.
-
-    A folder without a manifest is searched recursively for audio files.
-    The audio is read from the original files (the prepared arrays are
-    trimmed, so label times would not apply to them).
-    """
-    source = Path(source)
-    manifest = source / "manifest.tsv" if source.is_dir() else source
-    if manifest.is_file() and manifest.suffix == ".tsv":
-        with open(manifest, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        if rows and "path" not in rows[0]:
-            raise SpeechVQError(f"{manifest}: has no 'path' column")
-        paths = [Path(r["path"]) for r in rows]
-        # `prepare` records paths as given: relative to where it ran, else to the manifest.
-        paths = [p if p.is_absolute() or p.exists() else manifest.parent / p for p in paths]
-        return sorted({p.resolve() for p in paths})  # a long file may give several rows
-    if not source.is_dir():
-        raise SpeechVQError(f"{source}: neither a folder of audio nor a manifest.tsv")
-    found = sorted(
-        Path(root) / name
-        for root, _, names in os.walk(source, followlinks=True)
-        for name in names
-        if Path(name).suffix.lower() in AUDIO_EXTENSIONS
-    )
-    if not found:
-        raise SpeechVQError(f"{source}: no audio files found")
-    return found
-
-
 def analyze_phonemes(
     model: Any,
     items: Sequence[str | os.PathLike],
@@ -218,7 +187,7 @@ def analyze_phonemes(
 
     The model is used only through `model.encode(wave, sr) -> [frames]` and
     `model.config` (sample rate, frame rate, codebook size). Audio is matched
-    to alignments by file stem and encoded whole, so label times apply as is.
+    to alignments by path (`match_alignments`) and encoded whole, so label times apply as is.
     `random_model` replaces the untrained model built from `model.config`.
     Writes `report.json`, `report.md` and PNG plots to `out_dir`.
     """
@@ -226,18 +195,15 @@ def analyze_phonemes(
     if (out_dir / "report.json").exists() and not options.force:
         raise SpeechVQError(f"{out_dir / 'report.json'}: already exists (use --force to overwrite)")
     table = find_alignments(alignments_dir)
-    audio: dict[str, Path] = {}
-    for path in map(Path, items):
-        if path.stem in audio and audio[path.stem] != path:
-            raise SpeechVQError(f"two audio files named {path.stem!r}: {audio[path.stem]}, {path}")
-        audio[path.stem] = path
-    ids = sorted(set(audio) & set(table))
+    matched, unmatched = match_alignments(items, table)
+    ids = sorted(matched)
     if not ids:
         raise SpeechVQError(
-            f"no audio file matches an alignment by name (audio e.g. {next(iter(audio), '-')!r}, "
-            f"alignments e.g. {next(iter(table))!r})"
+            "no audio file matches an alignment by name (audio e.g. "
+            f"{str(unmatched[0]) if unmatched else '-'!r}, alignments e.g. {next(iter(table))!r})"
         )
-    alignments = {i: fold_alignment(read_alignment(table[i])) for i in ids}
+    audio = {i: a for i, (a, _) in matched.items()}
+    alignments = {i: fold_alignment(read_alignment(matched[i][1])) for i in ids}
     found = {p for a in alignments.values() for p in a.phones}
     phones = tuple(p for p in PHONE_ORDER if p in found) + tuple(sorted(found - set(PHONE_ORDER)))
     fit_ids = split_utterances(ids, options.fit_fraction, options.seed)
@@ -287,7 +253,7 @@ def analyze_phonemes(
         utterances=len(ids),
         fit_utterances=len(fit_ids),
         test_utterances=len(ids) - len(fit_ids),
-        unmatched_audio=tuple(sorted(set(audio) - set(table))),
+        unmatched_audio=tuple(sorted(p.stem for p in unmatched)),
         codebook_size=int(config.quantizer.codebook_size),
         frame_rate=float(config.frame_rate),
         unit_rate=None if options.merge_repeats else float(config.frame_rate / options.pool),

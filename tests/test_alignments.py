@@ -13,6 +13,7 @@ from speechvq.alignments import (
     find_alignments,
     fold_alignment,
     fold_phone,
+    match_alignments,
     phone_class,
     read_alignment,
     read_htk_lab,
@@ -89,6 +90,7 @@ def _textgrid(tiers: dict[str, list[tuple[float, float, str]]], xmax: float = 1.
 
 
 def test_textgrid_picks_the_phones_tier(tmp_path):
+    pytest.importorskip("praatio", reason="TextGrids need praatio (the analysis extra)")
     path = tmp_path / "utt.TextGrid"
     path.write_text(
         _textgrid(
@@ -107,6 +109,7 @@ def test_textgrid_picks_the_phones_tier(tmp_path):
 
 
 def test_textgrid_without_a_phone_tier_name_takes_the_finest(tmp_path):
+    pytest.importorskip("praatio", reason="TextGrids need praatio (the analysis extra)")
     path = tmp_path / "utt.TextGrid"
     path.write_text(
         _textgrid(
@@ -156,8 +159,8 @@ def test_find_alignments(tmp_path):
     (tmp_path / "x.PHN").write_text("0 100 h#\n")
     (tmp_path / "notes.txt").write_text("ignored")
     found = find_alignments(tmp_path)
-    assert set(found) == {"p225_001", "x"}
-    (tmp_path / "p225_001.TextGrid").write_text("")
+    assert found == {"p225/p225_001": tmp_path / "p225" / "p225_001.lab", "x": tmp_path / "x.PHN"}
+    (tmp_path / "p225" / "p225_001.TextGrid").write_text("")
     with pytest.raises(SpeechVQError, match="two alignments"):
         find_alignments(tmp_path)
     empty = tmp_path / "empty"
@@ -166,6 +169,43 @@ def test_find_alignments(tmp_path):
         find_alignments(empty)
     with pytest.raises(SpeechVQError, match="not a directory"):
         find_alignments(tmp_path / "missing")
+
+
+def test_timit_layout_matches_by_relative_path(tmp_path):
+    """Every TIMIT speaker reads sa1: the speaker folder tells the alignments apart."""
+    for spk in ("dr1-fvmh0", "dr1-mcpm0"):
+        (tmp_path / "timit" / spk).mkdir(parents=True)
+        for utt in ("sa1", "sx53"):
+            (tmp_path / "timit" / spk / f"{utt}.phn").write_text("0 1600 h#\n")
+    audio = [tmp_path / "timit" / spk / "sa1.wav" for spk in ("dr1-fvmh0", "dr1-mcpm0")]
+    audio.append(tmp_path / "elsewhere" / "unlabelled.wav")
+    matched, unmatched = match_alignments(audio, find_alignments(tmp_path / "timit"))
+    assert matched == {
+        "dr1-fvmh0/sa1": (audio[0], tmp_path / "timit" / "dr1-fvmh0" / "sa1.phn"),
+        "dr1-mcpm0/sa1": (audio[1], tmp_path / "timit" / "dr1-mcpm0" / "sa1.phn"),
+    }
+    assert unmatched == [audio[2]]
+    # Audio in another tree than the labels still matches on the speaker folder and name.
+    other = [tmp_path / "wav" / "dr1-mcpm0" / "sx53.flac"]
+    assert list(match_alignments(other, find_alignments(tmp_path / "timit"))[0]) == [
+        "dr1-mcpm0/sx53"
+    ]
+
+
+def test_stem_fallback_only_where_unique(tmp_path):
+    labels = tmp_path / "lab" / "mono"
+    labels.mkdir(parents=True)
+    (labels / "p225_001.lab").write_text("0 100 pau\n")
+    wav = tmp_path / "wav48" / "p225" / "p225_001.wav"
+    matched, _ = match_alignments([wav], find_alignments(labels))
+    assert matched == {"p225_001": (wav, labels / "p225_001.lab")}
+    twin = tmp_path / "copy" / "p225_001.wav"
+    with pytest.raises(SpeechVQError, match="two audio files match"):
+        match_alignments([wav, twin], find_alignments(labels))
+    (tmp_path / "lab" / "full").mkdir()
+    (tmp_path / "lab" / "full" / "p225_001.lab").write_text("0 100 pau\n")
+    with pytest.raises(SpeechVQError, match="two alignments for 'p225_001'"):
+        match_alignments([wav], find_alignments(tmp_path / "lab"))
 
 
 def test_bad_files_are_one_line_errors(tmp_path):

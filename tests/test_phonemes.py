@@ -10,8 +10,9 @@ import pytest
 
 from speechvq.alignments import Alignment, Segment
 from speechvq.config import ModelConfig
+from speechvq.discovery import find_recordings
 from speechvq.errors import SpeechVQError
-from speechvq.phoneme_report import PhonemeOptions, analyze_phonemes, find_audio
+from speechvq.phoneme_report import PhonemeOptions, analyze_phonemes
 from speechvq.phonemes import (
     LabelledUtterance,
     boundary_scores,
@@ -218,10 +219,11 @@ class EnergyModel:
 
 
 def test_analyze_phonemes_end_to_end(tmp_path):
+    pytest.importorskip("matplotlib", reason="the report's plots need matplotlib")
     for k in range(4):
         _write_utterance(tmp_path, f"utt_{k}", seed=k)
     (tmp_path / "wav" / "no_labels.wav").write_bytes((tmp_path / "wav" / "utt_0.wav").read_bytes())
-    items = find_audio(tmp_path / "wav")
+    items = _paths(tmp_path / "wav")
     out = tmp_path / "report"
     options = PhonemeOptions(pool=2)
     report = analyze_phonemes(EnergyModel(), items, tmp_path / "lab", out, options, EnergyModel(2))
@@ -252,7 +254,7 @@ def test_analyze_phonemes_end_to_end(tmp_path):
         analyze_phonemes(EnergyModel(), [tmp_path / "x.wav"], tmp_path / "lab", tmp_path / "o")
 
 
-def test_find_audio_from_a_manifest(tmp_path):
+def test_find_recordings_from_a_manifest(tmp_path):
     _write_utterance(tmp_path, "a", 0)
     prepared = tmp_path / "prepared"
     prepared.mkdir()
@@ -261,9 +263,9 @@ def test_find_audio_from_a_manifest(tmp_path):
         f"a\tspk\ttrain\t2.0\t{tmp_path / 'wav' / 'a.wav'}\t0\t32000\t0\n"
         "b\tspk\tvalid\t2.0\t../wav/a.wav\t32000\t32000\t500\n"
     )
-    assert find_audio(prepared) == [(tmp_path / "wav" / "a.wav").resolve()]
+    assert [r.path for r in find_recordings(prepared)] == [(tmp_path / "wav" / "a.wav").resolve()]
     with pytest.raises(SpeechVQError, match="no audio files"):
-        find_audio(tmp_path / "lab")
+        find_recordings(tmp_path / "lab")
 
 
 def test_with_a_tiny_untrained_speechvq(tmp_path):
@@ -274,7 +276,7 @@ def test_with_a_tiny_untrained_speechvq(tmp_path):
     model = speechvq.SpeechVQ(ModelConfig.preset("tiny", speakers=["p225"]))
     options = PhonemeOptions(pool=10, plots=False)
     report = analyze_phonemes(
-        model, find_audio(tmp_path / "wav"), tmp_path / "lab", tmp_path / "r", options
+        model, _paths(tmp_path / "wav"), tmp_path / "lab", tmp_path / "r", options
     )
     assert report.unit_rate == pytest.approx(25.0)
     assert report.trained.units == 50 and report.random is not None
@@ -296,3 +298,7 @@ def test_vctk_with_a_tiny_untrained_model(tmp_path):
     assert 0 <= t.baseline <= t.accuracy_fit_all <= 1
     assert 0.1 < t.baseline_all < 0.5  # silence is the commonest phone
     assert 0 <= t.information.nmi <= 1 and t.boundaries.references > 50
+
+
+def _paths(folder):
+    return [r.path for r in find_recordings(folder)]

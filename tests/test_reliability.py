@@ -196,6 +196,9 @@ def _cases() -> list[tuple[str, list[str], str | None]]:
             (f"prepare-{bad}", ["prepare", f"{{{bad}}}", "{out}/p"], bad),
             (f"train-{bad}", ["train", f"{{{bad}}}", "-o", "{out}/r"], bad),
             (f"train-prior-{bad}", ["train-prior", f"{{{bad}}}", "-o", "{out}/r", *m], bad),
+        ]
+    for bad in ["missing", "dir"]:  # one audio file is a valid input, as for evaluate
+        cases += [
             (f"analyze-phonemes-{bad}", ["analyze-phonemes", f"{{{bad}}}", "-a", "{dir}"]
              + ["-o", "{out}/r", *m], bad),
         ]  # fmt: skip
@@ -363,27 +366,59 @@ def test_warnings_are_one_line(monkeypatch, tmp_path):
     assert text == "speechvq: warning: x.wav: output clipped (peak 1.30)\n"
 
 
-def test_sigterm_leaves_no_temporary_file(files, tmp_path):
-    """SIGTERM at any moment of `encode`: a whole output or none, never a temp file."""
-    long_wav = tmp_path / "long.wav"
-    sf.write(long_wav, np.tile(synth_speechlike(1.0), 60), 16000)
-    for delay in (1.5, 3.0):
-        out = tmp_path / f"out{delay}"
-        cmd = ["encode", long_wav, out / "o.npy", "-m", files["model"]]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "speechvq.cli", *map(str, cmd)],
-            env=ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        time.sleep(delay)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode in (0, 143, -signal.SIGTERM), err
-        left = sorted(p.name for p in out.glob("*")) if out.exists() else []
-        assert left in ([], ["o.npy"]), left  # never a temporary file
-        if left or proc.returncode == 0:  # (SIGTERM may come after the rename)
-            assert np.load(out / "o.npy").size == 60 * 250
+# A driver for the CLI whose writer receives SIGTERM in the middle of writing
+# its output: after part of the temporary file is on disk, before the rename.
+_SIGTERM_DRIVER = """
+import os, signal, sys
+import numpy as np, soundfile
+from speechvq import cli
+
+out_dir = os.path.dirname(sys.argv[3])
+
+def signal_now():
+    print("during the write:", sorted(os.listdir(out_dir)), file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # the handler raises at the next bytecode
+
+real_save, real_write = np.save, soundfile.write
+
+def save(f, arr, *args, **kwargs):
+    f.write(b"\\x93NUMPY")
+    f.flush()
+    signal_now()
+    real_save(f, arr, *args, **kwargs)
+
+def write(*args, **kwargs):
+    real_write(*args, **kwargs)
+    signal_now()
+
+np.save, soundfile.write = save, write
+sys.argv = ["speechvq", *sys.argv[1:]]
+cli.main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_sigterm_inside_a_write_leaves_nothing(command, files, tmp_path):
+    """SIGTERM while the output is being written: no output, no temporary file, status 143."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if command == "encode":
+        args = ["encode", files["ok.wav"], out / "o.npy"]
+    else:
+        args = ["decode", files["ok.npy"], out / "o.wav", "--speaker", "p225"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_DRIVER, *map(str, args), "-m", str(files["model"])],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    during = re.search(r"during the write: \[(.*)\]", proc.stderr)
+    assert during and ".tmp" in during.group(1), proc.stderr  # the signal landed mid-write
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "speechvq: interrupted"
+    assert list(out.iterdir()) == []
 
 
 # Audio -----------------------------------------------------------------------
@@ -507,6 +542,7 @@ def test_chunk_overlap_is_what_makes_chunks_agree(monkeypatch):
     assert (model.encode(wave, 16000, chunk_seconds=0.05) != whole).any()
 
 
+@pytest.mark.slow
 def test_encoding_memory_is_bounded(tmp_path):
     """Peak RSS of reading and encoding 5 minutes of 48 kHz stereo, in a subprocess.
 
