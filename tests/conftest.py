@@ -65,6 +65,45 @@ def join_gloo_group(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
 
 
+def keep_rank_weights(path_of_rank):
+    """Make each DDP rank of this process save its model's state when training ends.
+
+    Patches `Distributed.wrap` (in a spawned worker, before `train`) to
+    remember the model; returns a function that writes its state dict to
+    `path_of_rank(rank)`. DDP's invariant is that every rank then holds
+    identical weights, though each trained on other crops.
+    """
+    from speechvq.train import Distributed
+
+    seen = []
+    wrap = Distributed.wrap
+
+    def remembering_wrap(self, model, device):
+        seen.append((self.rank, model))
+        return wrap(self, model, device)
+
+    Distributed.wrap = remembering_wrap
+
+    def save() -> None:
+        import torch
+
+        (rank, model), *_ = seen
+        torch.save(model.state_dict(), path_of_rank(rank))
+
+    return save
+
+
+def assert_ranks_agree(paths) -> None:
+    """The state dicts saved by `keep_rank_weights` are equal, tensor by tensor."""
+    import torch
+
+    first, *others = [torch.load(p, weights_only=True) for p in paths]
+    assert first and all(set(o) == set(first) for o in others)
+    for other in others:
+        for name, tensor in first.items():
+            assert torch.equal(tensor, other[name]), name
+
+
 @pytest.fixture
 def tiny_model():
     import torch

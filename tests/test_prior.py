@@ -13,7 +13,14 @@ from speechvq.entropy import decode_codes, encode_codes, ideal_bits
 from speechvq.prior import Prior, PriorConfig, PriorSource, sample_codes, sample_speech
 from speechvq.train_prior import PriorTrainConfig, extract_codes, train_prior
 
-from .conftest import free_port, join_gloo_group, make_prepared_corpus, synth_speechlike
+from .conftest import (
+    assert_ranks_agree,
+    free_port,
+    join_gloo_group,
+    keep_rank_weights,
+    make_prepared_corpus,
+    synth_speechlike,
+)
 
 K = 16  # the tiny VQ-VAE's codebook
 
@@ -300,9 +307,12 @@ def test_resume_gives_the_same_weights(corpus, tmp_path):
 
 def _ddp_worker(rank: int, world: int, port: int, args, run_dir) -> None:
     join_gloo_group(rank, world, port)
+    save = keep_rank_weights(lambda r: run_dir.parent / f"rank{r}.pt")
     train_prior(*args, run_dir, tiny_cfg(max_steps=4, valid_every=0), progress=False)
+    save()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(corpus, tmp_path):
     from speechvq.train import load_checkpoint
 
@@ -311,3 +321,4 @@ def test_ddp_two_processes_gloo(corpus, tmp_path):
     torch.multiprocessing.spawn(_ddp_worker, args=(2, port, args, tmp_path / "ddp"), nprocs=2)
     assert load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["step"] == 4
     assert speechvq.load(tmp_path / "ddp" / "model.safetensors").prior is not None
+    assert_ranks_agree([tmp_path / "rank0.pt", tmp_path / "rank1.pt"])

@@ -175,6 +175,7 @@ def test_segment_source_is_the_slice_of_the_whole_source():
         assert (src[k] - ref).abs().max() < 1e-3  # float32 phase sums of the whole utterance
 
 
+@pytest.mark.slow
 def test_long_input_memory_stays_bounded():
     """60 s of codes with the tiny preset: peak memory grows by far less than per-sample
     tensors of the whole utterance would take (logits alone would be ~1 GB)."""

@@ -8,7 +8,13 @@ import torch
 
 from speechvq.train import TrainConfig, load_checkpoint, train
 
-from .conftest import free_port, join_gloo_group, make_prepared_corpus
+from .conftest import (
+    assert_ranks_agree,
+    free_port,
+    join_gloo_group,
+    keep_rank_weights,
+    make_prepared_corpus,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +78,12 @@ def test_refuses_to_clobber_a_run(corpus, tmp_path):
 
 def _ddp_worker(rank: int, world: int, port: int, corpus, run_dir) -> None:
     join_gloo_group(rank, world, port)
+    save = keep_rank_weights(lambda r: run_dir.parent / f"rank{r}.pt")
     train(corpus, run_dir, tiny(max_steps=4, log_every=1), progress=False)
+    save()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(corpus, tmp_path):
     port = free_port()
     run_dir = tmp_path / "ddp"
@@ -82,6 +91,17 @@ def test_ddp_two_processes_gloo(corpus, tmp_path):
     state = load_checkpoint(run_dir / "checkpoint.pt")
     assert state["step"] == 4 and (run_dir / "model.safetensors").exists()
     assert np.isfinite(losses(run_dir)).all()
+    # The ranks trained on other crops, yet hold the same weights (and codebook EMA).
+    assert_ranks_agree([tmp_path / "rank0.pt", tmp_path / "rank1.pt"])
+    ranks = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    for name, tensor in state["model"].items():
+        assert torch.equal(tensor, ranks[name]), name  # rank 0's checkpoint is that model
+
+
+def test_train_takes_the_manifest_file(corpus, tmp_path):
+    """`speechvq train prepared/manifest.tsv` names the prepared folder, as the folder does."""
+    result = train(corpus / "manifest.tsv", tmp_path / "r", tiny(max_steps=1), progress=False)
+    assert result.steps == 1 and result.model_path.is_file()
 
 
 def test_init_from_a_model_file_continues_its_weights(corpus, tmp_path, monkeypatch):

@@ -5,7 +5,7 @@
 #   recipes/shared/run.sh [DATA_DIR] [WORK_DIR] [STEPS]
 # Re-running resumes each stage. On a GPU machine the same commands use CUDA;
 # under torchrun, DDP. (The shipped file's own lineage, which started from the
-# earlier WaveNet model's encoder, is in pretrained/README.md.)
+# earlier WaveNet model's encoder, is in speechvq/pretrained/README.md.)
 set -euo pipefail
 data=${1:-../shared/data}
 work=${2:-runs/shared}

@@ -1,8 +1,9 @@
 """Shipped models by name (DAC's tag table, EnCodec's hashed files).
 
-A name maps to a file under `pretrained/` at the repository root (or under
-`$SPEECHVQ_PRETRAINED_DIR`) and its sha256, checked on first use so a
-damaged or stale file is caught with a clear message.
+A name maps to a file in this package folder (`speechvq/pretrained/`,
+installed with the package as package data, so a wheel or a `pip install .`
+carries it; or under `$SPEECHVQ_PRETRAINED_DIR`) and its sha256, checked on
+first use so a damaged or stale file is caught with a clear message.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from speechvq.errors import SpeechVQError
 
 # name -> (file name, sha256). The first entry is the default model.
 REGISTRY: dict[str, tuple[str, str]] = {
-    # See pretrained/README.md (the model card).
+    # See speechvq/pretrained/README.md (the model card).
     "small": (
         "speechvq-small.safetensors",
         "d0f89f8cde346315f8208bfc56c598aca8c7142a1a96314f77301e2fed3e85f8",
@@ -27,7 +28,7 @@ DEFAULT_MODEL = next(iter(REGISTRY), None)
 
 def pretrained_dir() -> Path:
     env = os.environ.get("SPEECHVQ_PRETRAINED_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "pretrained"
+    return Path(env) if env else Path(__file__).resolve().parent
 
 
 _verified: set[Path] = set()
