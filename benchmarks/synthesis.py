@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from speechvq.config import ModelConfig
-from speechvq.folding import FoldConfig
-from speechvq.model import SpeechVQ
-from speechvq.synthesis import Synthesizer
-from speechvq.synthesis_numba import numba_kernel
+from speechvq.models.decoders.folding import FoldConfig
+from speechvq.models.decoders.synthesis import Synthesizer
+from speechvq.models.decoders.synthesis_numba import numba_kernel
+from speechvq.models.model import SpeechVQ
 
 
 def timed(fn) -> tuple[float, float]:

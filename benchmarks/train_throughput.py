@@ -16,8 +16,8 @@ import time
 import torch
 
 from speechvq.config import ModelConfig
-from speechvq.model import SpeechVQ
-from speechvq.train import autocast_dtype
+from speechvq.models.model import SpeechVQ
+from speechvq.models.precision import autocast_dtype
 
 
 def bench(preset: str, pitch: bool, dtype, steps: int, batch: int, seconds: float) -> float:

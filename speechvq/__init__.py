@@ -2,33 +2,29 @@
 
 After van den Oord et al. 2017, "Neural Discrete Representation Learning",
 section 4.3. `import speechvq` stays light: torch and the model are imported
-on first use of `SpeechVQ`, `load` and friends.
+on first use of `SpeechVQ` and `load`. The layers of the package are
+described in docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from speechvq.config import ModelConfig
 from speechvq.errors import SpeechVQError
-
-__version__ = "0.1.0"
+from speechvq.version import __version__
 
 __all__ = ["ModelConfig", "SpeechVQ", "SpeechVQError", "__version__", "load"]
-
-if TYPE_CHECKING:
-    from speechvq.model import SpeechVQ
-    from speechvq.modelfile import load
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: torch is imported only when a model is needed.
     if name == "SpeechVQ":
-        from speechvq.model import SpeechVQ
+        from speechvq.models.model import SpeechVQ
 
         return SpeechVQ
     if name == "load":
-        from speechvq.modelfile import load
+        from speechvq.inference.loading import load
 
         return load
     raise AttributeError(f"module 'speechvq' has no attribute {name!r}")

@@ -29,7 +29,7 @@ def run(
     `seconds_limit` shortens the input (tests use it: tiny models decode slowly).
     """
     import speechvq
-    from speechvq.audio import load_audio, save_audio
+    from speechvq.audio.io import load_audio, save_audio
 
     model = speechvq.load(model_name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +48,7 @@ def run(
         written.append(path)
         print(f"{path}: demo input in the voice of {spk} ({time.time() - t0:.1f} s)")
     if getattr(model, "prior", None) is not None:
-        from speechvq.prior import sample_speech
+        from speechvq.inference.sampling import sample_speech
 
         t0 = time.time()
         out = sample_speech(model, 3.0, targets[0], temperature=1.0, seed=seed)

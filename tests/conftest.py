@@ -26,8 +26,8 @@ def make_prepared_corpus(root, utterances: int, heldout: float):
     (Dio F0, no trimming) into `root / "prepared"`, which is returned."""
     import soundfile as sf
 
-    from speechvq.layouts import Source
-    from speechvq.prepare import PrepareConfig, prepare_corpus
+    from speechvq.data.layouts import Source
+    from speechvq.data.prepare import PrepareConfig, prepare_corpus
 
     src = root / "src"
     for spk, seed in (("alice", 0), ("bob", 1)):
@@ -73,7 +73,7 @@ def keep_rank_weights(path_of_rank):
     `path_of_rank(rank)`. DDP's invariant is that every rank then holds
     identical weights, though each trained on other crops.
     """
-    from speechvq.train import Distributed
+    from speechvq.training.distributed import Distributed
 
     seen = []
     wrap = Distributed.wrap

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from speechvq.alignments import (
+from speechvq.data.alignments import (
     PHONE_ORDER,
     Alignment,
     Segment,

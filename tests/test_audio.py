@@ -2,14 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechvq.audio import (
-    deemphasis,
-    load_audio,
-    mulaw_decode,
-    mulaw_encode,
-    preemphasis,
-    save_audio,
-)
+from speechvq.audio.io import load_audio, save_audio
+from speechvq.audio.mulaw import deemphasis, mulaw_decode, mulaw_encode, preemphasis
 from speechvq.errors import SpeechVQError
 
 from .conftest import synth_speechlike

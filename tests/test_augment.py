@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from speechvq.augment import vtlp_factors, warp_envelope
+from speechvq.audio.augment import vtlp_factors, warp_envelope
 
 from .conftest import synth_speechlike
 
@@ -48,7 +48,8 @@ def test_factors_lie_in_the_range_and_follow_the_generator():
 
 
 def test_training_with_vtlp_resumes_exactly(tmp_path):
-    from speechvq.train import TrainConfig, load_checkpoint, train
+    from speechvq.training.checkpoint import load_checkpoint
+    from speechvq.training.vqvae import TrainConfig, train
 
     from .conftest import make_prepared_corpus
 

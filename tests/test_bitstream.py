@@ -9,18 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speechvq.bitstream import (
+from speechvq.codec.bitstream import (
     FORMAT_VERSION,
     MAGIC,
     MODEL_HASH_CHARS,
     SVQHeader,
-    model_hash,
     read_svq,
     write_svq,
 )
-from speechvq.codec import compress, decompress, model_hash_of, pack_codes, unpack_codes
-from speechvq.entropy import AdaptiveSource, UniformSource
+from speechvq.codec.entropy import AdaptiveSource, UniformSource
 from speechvq.errors import SpeechVQError
+from speechvq.inference.compression import (
+    compress,
+    decompress,
+    model_hash_of,
+    pack_codes,
+    unpack_codes,
+)
+from speechvq.models.modelfile import model_hash
 
 pytest.importorskip("constriction")
 
@@ -231,9 +237,9 @@ def test_model_hash_sees_every_change():
 
 
 def test_no_pickle_on_the_read_path():
-    import speechvq.bitstream as bitstream
-    import speechvq.codec as codec
-    import speechvq.entropy as entropy
+    import speechvq.codec.bitstream as bitstream
+    import speechvq.codec.entropy as entropy
+    import speechvq.inference.compression as codec
 
     for module in (bitstream, codec, entropy):
         text = Path(module.__file__).read_text()

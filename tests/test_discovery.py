@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechvq.discovery import find_files, find_recordings
+from speechvq.data.discovery import find_files, find_recordings
 from speechvq.errors import SpeechVQError
 
 from .conftest import synth_speechlike

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from speechvq.entropy import (
+from speechvq.codec.entropy import (
     AdaptiveSource,
     ProbabilitySource,
     UniformSource,

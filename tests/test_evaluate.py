@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechvq import metrics as M
-from speechvq.audio import load_audio
-from speechvq.baselines import parse_baseline, parse_baselines
-from speechvq.discovery import Recording, find_recordings
+from speechvq.audio.io import load_audio
+from speechvq.data.discovery import Recording, find_recordings
 from speechvq.errors import SpeechVQError
-from speechvq.evaluate import EvaluationOptions, evaluate
-from speechvq.evaluation_report import check_report_dir, write_report
+from speechvq.evaluation import metrics as M
+from speechvq.evaluation.baselines import parse_baseline, parse_baselines
+from speechvq.evaluation.evaluate import EvaluationOptions, evaluate
+from speechvq.evaluation.report import check_report_dir, write_report
 from tests.conftest import synth_speechlike
 from tests.test_metrics import harmonic
 
@@ -51,8 +51,8 @@ def test_find_recordings_speakers_from_folders_and_names(tmp_path):
 
 
 def test_find_recordings_reads_a_prepared_corpus_valid_split(tmp_path):
-    from speechvq.layouts import parse_source
-    from speechvq.prepare import PrepareConfig, prepare_corpus
+    from speechvq.data.layouts import parse_source
+    from speechvq.data.prepare import PrepareConfig, prepare_corpus
 
     for spk in ("a", "b"):
         for k in range(4):
@@ -245,9 +245,10 @@ def test_cli_evaluate_if_wired(tmp_path, tiny_model):
 def test_entropy_bitrate_under_the_prior(tmp_path, tiny_model):
     import torch
 
-    from speechvq.entropy import ideal_bits
-    from speechvq.evaluate import _prior_bits
-    from speechvq.prior import Prior, PriorConfig, PriorSource
+    from speechvq.codec.entropy import ideal_bits
+    from speechvq.evaluation.evaluate import _prior_bits
+    from speechvq.inference.compression import PriorSource
+    from speechvq.models.prior import Prior, PriorConfig
 
     K = tiny_model.config.quantizer.codebook_size
     torch.manual_seed(1)

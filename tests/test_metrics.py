@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speechvq import metrics as M
+from speechvq.evaluation import metrics as M
 from tests.conftest import synth_speechlike
 
 SR = 16000

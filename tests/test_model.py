@@ -9,8 +9,8 @@ import torch
 import speechvq
 from speechvq.config import ModelConfig, QuantizerConfig, WaveNetConfig
 from speechvq.errors import SpeechVQError
-from speechvq.quantizer import VectorQuantizer
-from speechvq.wavenet import WaveNet
+from speechvq.models.quantizer import VectorQuantizer
+from speechvq.models.wavenet import WaveNet
 
 from .conftest import synth_speechlike
 

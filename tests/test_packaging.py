@@ -72,20 +72,21 @@ def test_runtime_dependencies_have_upper_bounds_and_a_tested_pin():
 
 
 def test_the_shipped_model_is_package_data():
-    from speechvq import pretrained
+    import speechvq.pretrained
+    from speechvq.inference import loading
 
-    assert pretrained.pretrained_dir() == Path(pretrained.__file__).parent
+    assert loading.pretrained_dir() == Path(speechvq.pretrained.__file__).parent
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
     ]["speechvq.pretrained"]
-    for filename, _ in pretrained.REGISTRY.values():
+    for filename, _ in loading.REGISTRY.values():
         assert any(Path(filename).match(p) for p in patterns), filename
-        assert (pretrained.pretrained_dir() / filename).is_file()
+        assert (loading.pretrained_dir() / filename).is_file()
 
 
 @pytest.mark.slow
 def test_a_built_wheel_carries_the_shipped_model(tmp_path):
-    from speechvq import pretrained
+    from speechvq.inference import loading
 
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
@@ -95,6 +96,6 @@ def test_a_built_wheel_carries_the_shipped_model(tmp_path):
     )
     (wheel,) = tmp_path.glob("speechvq-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for filename, _ in pretrained.REGISTRY.values():
+    for filename, _ in loading.REGISTRY.values():
         assert f"speechvq/pretrained/{filename}" in names
-    assert "speechvq/pretrained/README.md" in names and "speechvq/cli.py" in names
+    assert "speechvq/pretrained/README.md" in names and "speechvq/cli/__init__.py" in names

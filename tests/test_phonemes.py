@@ -8,12 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speechvq.alignments import Alignment, Segment
-from speechvq.config import ModelConfig
-from speechvq.discovery import find_recordings
-from speechvq.errors import SpeechVQError
-from speechvq.phoneme_report import PhonemeOptions, analyze_phonemes
-from speechvq.phonemes import (
+from speechvq.analysis.phonemes import (
     LabelledUtterance,
     boundary_scores,
     cooccurrence,
@@ -26,6 +21,11 @@ from speechvq.phonemes import (
     score_codes,
     split_utterances,
 )
+from speechvq.analysis.report import PhonemeOptions, analyze_phonemes
+from speechvq.config import ModelConfig
+from speechvq.data.alignments import Alignment, Segment
+from speechvq.data.discovery import find_recordings
+from speechvq.errors import SpeechVQError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PHONES = ("aa", "s", "m", "sil")

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechvq.corpus import CorpusWriter, PreparedCorpus
-from speechvq.errors import SpeechVQError
-from speechvq.layouts import Source, detect_layout, discover, parse_source
-from speechvq.prepare import (
+from speechvq.data.corpus import CorpusWriter, PreparedCorpus
+from speechvq.data.layouts import Source, detect_layout, discover, parse_source
+from speechvq.data.prepare import (
     PrepareConfig,
     prepare_corpus,
     prepare_files,
     split_utterances,
     trim_silence,
 )
+from speechvq.errors import SpeechVQError
 
 HOP = 64
 FAST = PrepareConfig(f0_method="dio", workers=1, heldout=0.0)

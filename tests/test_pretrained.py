@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 import speechvq
-from speechvq import pretrained
 from speechvq.errors import SpeechVQError
+from speechvq.inference import loading
 
 from .conftest import synth_speechlike
 
 
 def test_default_model_loads_by_name_and_encodes():
-    assert pretrained.DEFAULT_MODEL == "small"
+    assert loading.DEFAULT_MODEL == "small"
     model = speechvq.load(None)
     assert {"p225", "p226", "p227", "p228"} <= set(model.speakers)
     assert model.prior is not None and model.config.pitch.enabled
@@ -20,12 +20,12 @@ def test_default_model_loads_by_name_and_encodes():
 
 
 def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
-    name, sha = pretrained.REGISTRY["small"]
-    (tmp_path / name).write_bytes((pretrained.pretrained_dir() / name).read_bytes()[:-1] + b"x")
+    name, sha = loading.REGISTRY["small"]
+    (tmp_path / name).write_bytes((loading.pretrained_dir() / name).read_bytes()[:-1] + b"x")
     monkeypatch.setenv("SPEECHVQ_PRETRAINED_DIR", str(tmp_path))
-    monkeypatch.setattr(pretrained, "_verified", set())
+    monkeypatch.setattr(loading, "_verified", set())
     with pytest.raises(SpeechVQError, match="fails its sha256 check"):
-        pretrained.resolve("small")
+        loading.resolve("small")
     np.testing.assert_equal(
-        pretrained.resolve(tmp_path / name), tmp_path / name
+        loading.resolve(tmp_path / name), tmp_path / name
     )  # a path is a path

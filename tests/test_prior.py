@@ -9,9 +9,11 @@ import pytest
 import torch
 
 import speechvq
-from speechvq.entropy import decode_codes, encode_codes, ideal_bits
-from speechvq.prior import Prior, PriorConfig, PriorSource, sample_codes, sample_speech
-from speechvq.train_prior import PriorTrainConfig, extract_codes, train_prior
+from speechvq.codec.entropy import decode_codes, encode_codes, ideal_bits
+from speechvq.inference.compression import PriorSource
+from speechvq.inference.sampling import sample_speech
+from speechvq.models.prior import Prior, PriorConfig, sample_codes
+from speechvq.training.prior import PriorTrainConfig, extract_codes, train_prior
 
 from .conftest import (
     assert_ranks_agree,
@@ -197,8 +199,8 @@ def test_prior_source_ignores_the_thread_count():
 
 def test_compress_uses_the_prior(tmp_path):
     pytest.importorskip("constriction")
-    from speechvq.bitstream import read_svq
-    from speechvq.codec import compress, decompress, unpack_codes
+    from speechvq.codec.bitstream import read_svq
+    from speechvq.inference.compression import compress, decompress, unpack_codes
 
     model = vqvae()
     model.prior = tiny_prior()
@@ -254,14 +256,14 @@ def test_train_prior_end_to_end(corpus, tmp_path):
     assert result.valid_bits_per_code < np.log2(K)
     # The exported file's prior is the trained one: its model file codes and decodes.
     pytest.importorskip("constriction")
-    from speechvq.codec import compress, decompress
+    from speechvq.inference.compression import compress, decompress
 
     compress(model, synth_speechlike(0.3, seed=3), 16000, tmp_path / "x.svq", speaker="alice")
     assert decompress(model, tmp_path / "x.svq", seed=0).shape == (4800,)
 
 
 def test_code_cache_is_reused_and_keyed_by_model(corpus, tmp_path):
-    from speechvq.corpus import PreparedCorpus
+    from speechvq.data.corpus import PreparedCorpus
 
     prepared = PreparedCorpus(corpus / "prepared")
     model = speechvq.load(corpus / "vq.safetensors")
@@ -284,7 +286,7 @@ def test_code_cache_is_reused_and_keyed_by_model(corpus, tmp_path):
 
 
 def test_resume_gives_the_same_weights(corpus, tmp_path):
-    from speechvq.train import load_checkpoint
+    from speechvq.training.checkpoint import load_checkpoint
 
     args = (corpus / "prepared", corpus / "vq.safetensors")
     cfg = tiny_cfg(max_steps=12, valid_every=0)
@@ -314,7 +316,7 @@ def _ddp_worker(rank: int, world: int, port: int, args, run_dir) -> None:
 
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(corpus, tmp_path):
-    from speechvq.train import load_checkpoint
+    from speechvq.training.checkpoint import load_checkpoint
 
     port = free_port()
     args = (corpus / "prepared", corpus / "vq.safetensors")

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from speechvq.audio import load_audio
-from speechvq.codesio import load_codes
+from speechvq.audio.io import load_audio
+from speechvq.codec.codes import load_codes
 from speechvq.errors import SpeechVQError
 
 K = 16

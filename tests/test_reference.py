@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import speechvq
-from speechvq.audio import load_audio
+from speechvq.audio.io import load_audio
 
 REPO = Path(__file__).resolve().parents[1]
 

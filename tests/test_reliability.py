@@ -25,9 +25,10 @@ import soundfile as sf
 import torch
 
 import speechvq
-from speechvq.audio import atomic_output, load_audio, remove_stale_temporaries, save_audio
-from speechvq.codesio import load_codes
+from speechvq.audio.io import load_audio, save_audio
+from speechvq.codec.codes import load_codes
 from speechvq.errors import SpeechVQError
+from speechvq.files import atomic_output, remove_stale_temporaries
 
 from .conftest import synth_speechlike
 
@@ -61,7 +62,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     """Good and bad inputs of every kind, by name (see the matrix below)."""
     from safetensors.torch import save_file
 
-    from speechvq.codec import compress
+    from speechvq.inference.compression import compress
 
     d = tmp_path_factory.mktemp("files")
     rng = np.random.default_rng(0)
@@ -230,8 +231,8 @@ SUBPROCESS_CASES = [
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """Two speakers, two 1 s utterances each, prepared with Dio F0 (as in test_train)."""
-    from speechvq.layouts import Source
-    from speechvq.prepare import PrepareConfig, prepare_corpus
+    from speechvq.data.layouts import Source
+    from speechvq.data.prepare import PrepareConfig, prepare_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     for spk, seed in (("alice", 0), ("bob", 1)):
@@ -331,13 +332,13 @@ def test_existing_run_and_corpus_are_kept(files, corpus, tmp_path):
 def test_a_bug_is_one_line_with_status_1_and_debug_shows_it(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import speechvq.audio
+    import speechvq.audio.io
     from speechvq.cli import app
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug\nsecond line")
 
-    monkeypatch.setattr(speechvq.audio, "load_audio", broken)
+    monkeypatch.setattr(speechvq.audio.io, "load_audio", broken)
     args = ["encode", str(files["ok.wav"]), str(tmp_path / "o.npy"), "-m", str(files["model"])]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
@@ -558,7 +559,7 @@ def test_encoding_memory_is_bounded(tmp_path):
             f.write(block)
     code = f"""
 import resource, numpy as np, torch, soxr, soundfile, speechvq
-from speechvq.audio import load_audio
+from speechvq.audio.io import load_audio
 torch.set_num_threads(1)
 model = speechvq.SpeechVQ(speechvq.ModelConfig.preset("tiny", speakers=["a"]))
 model.encode(np.zeros(16000, np.float32), 16000, chunk_seconds=1.0)  # warm up
@@ -636,7 +637,7 @@ def test_truncated_model_file_is_refused_at_every_length(files, tmp_path):
 
 
 def _has_checksum(path: Path) -> bool:
-    from speechvq.modelfile import read_metadata
+    from speechvq.models.modelfile import read_metadata
 
     return any("sha256" in key or "checksum" in key for key in read_metadata(path))
 
@@ -664,7 +665,7 @@ def test_flipped_bytes_in_a_model_file_are_refused(region, files, tmp_path):
 
 
 def test_another_models_svq_is_refused(files):
-    from speechvq.codec import decompress
+    from speechvq.inference.compression import decompress
 
     with pytest.raises(SpeechVQError, match="other.svq: made by model"):
         decompress(speechvq.load(files["model"]), files["other.svq"])
@@ -761,7 +762,7 @@ def _temporaries(run: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_training_survives_sigterm_and_sigkill(corpus, tmp_path):
-    from speechvq.train import load_checkpoint
+    from speechvq.training.checkpoint import load_checkpoint
 
     config = tmp_path / "tiny.yaml"
     config.write_text(

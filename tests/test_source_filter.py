@@ -9,14 +9,14 @@ import torch
 import speechvq
 from speechvq.config import ModelConfig
 from speechvq.errors import SpeechVQError
-from speechvq.source_filter import (
+from speechvq.models.decoders.source_filter import (
     Controls,
     SourceFilterDecoder,
     fill_unvoiced,
     interp_frames,
     spectral_loss,
 )
-from speechvq.train import TrainConfig, train, transplant_encoder
+from speechvq.training.vqvae import TrainConfig, train, transplant_encoder
 
 from .conftest import make_prepared_corpus, synth_speechlike
 
@@ -179,7 +179,7 @@ def test_dilated_pitch_predictor_sees_far_context_and_old_files_keep_theirs():
 
 
 def test_copy_matching_keeps_what_fits_and_reports_the_rest():
-    from speechvq.train import copy_matching
+    from speechvq.training.vqvae import copy_matching
 
     torch.manual_seed(0)
     src = speechvq.SpeechVQ(ModelConfig.preset("tiny-sf", speakers=["a"]))

@@ -12,11 +12,17 @@ import pytest
 import torch
 
 import speechvq
+from speechvq.audio.mulaw import mulaw_decode
 from speechvq.config import ModelConfig
-from speechvq.decoder import Decoder
-from speechvq.folding import FoldConfig, HarmonicFrames, crossfade_windows, plan_segments
-from speechvq.synthesis import Synthesizer
-from speechvq.synthesis_numba import numba_kernel
+from speechvq.models.decoders.folding import (
+    FoldConfig,
+    HarmonicFrames,
+    crossfade_windows,
+    plan_segments,
+)
+from speechvq.models.decoders.mulaw_wavenet import Decoder
+from speechvq.models.decoders.synthesis import Synthesizer
+from speechvq.models.decoders.synthesis_numba import numba_kernel
 
 BACKENDS = [
     "torch",
@@ -123,7 +129,7 @@ def test_exact_decode_is_single_stream_engine(tiny_model):
         lat = tiny_model.quantizer.lookup(torch.from_numpy(codes)[None])
         cond = tiny_model.decoder.conditioning(lat, torch.tensor([0]), None)
         ints = tiny_model.decoder.generate(cond, None, temperature=0)[0].numpy()
-    want = speechvq.audio.mulaw_decode(ints, 256)
+    want = mulaw_decode(ints, 256)
     np.testing.assert_array_equal(wave, want)
 
 
@@ -200,7 +206,7 @@ print(json.dumps({"grow_mb": (after - before) / 1024, "n": int(wave.size)}))
 
 
 def test_without_numba_auto_falls_back_to_torch(monkeypatch):
-    import speechvq.synthesis as synthesis
+    import speechvq.models.decoders.synthesis as synthesis
 
     monkeypatch.setattr(synthesis, "numba_kernel", lambda: None)
     dec = make_decoder("tiny", False)

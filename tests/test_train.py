@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from speechvq.train import TrainConfig, load_checkpoint, train
+from speechvq.training.checkpoint import load_checkpoint
+from speechvq.training.vqvae import TrainConfig, train
 
 from .conftest import (
     assert_ranks_agree,
@@ -106,11 +107,11 @@ def test_train_takes_the_manifest_file(corpus, tmp_path):
 
 def test_init_from_a_model_file_continues_its_weights(corpus, tmp_path, monkeypatch):
     import speechvq
-    import speechvq.train as train_module
+    import speechvq.training.vqvae as train_module
     from speechvq.errors import SpeechVQError
 
     torch.set_num_threads(1)
-    from speechvq.prior import Prior, PriorConfig
+    from speechvq.models.prior import Prior, PriorConfig
 
     first = train(corpus, tmp_path / "a", tiny(max_steps=3), progress=False)
     base = speechvq.load(first.model_path)

@@ -1,0 +1,7 @@
+"""`python -m speechvq.cli`: the same as the `speechvq` command."""
+
+import sys
+
+from speechvq.cli import main
+
+sys.exit(main())

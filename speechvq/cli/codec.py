@@ -1,0 +1,242 @@
+"""The codec and conversion commands: encode, decode, convert, compress, decompress,
+sample, speakers, info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from speechvq.cli.common import (
+    ExactOpt,
+    ForceOpt,
+    ModelOpt,
+    SeedOpt,
+    TempOpt,
+    app,
+    check_output,
+    errors,
+    load_model,
+)
+
+
+@app.command()
+def encode(
+    input: Path = typer.Argument(..., help="Audio file (wav, flac, ogg; any rate)."),
+    output: Path = typer.Argument(..., help="Codes .npy file to write."),
+    model: str | None = ModelOpt,
+    force: bool = ForceOpt,
+):
+    """Encode speech into discrete codes (a plain integer .npy, one code per frame)."""
+    with errors():
+        from speechvq.audio.io import load_audio
+        from speechvq.codec.codes import save_codes
+
+        check_output(output, force)
+        m = load_model(model)
+        wave, sr = load_audio(input, m.sample_rate)  # streamed resampling: bounded memory
+        codes = m.encode(wave, sr)
+        save_codes(output, codes)
+        typer.echo(f"{output}: {len(codes)} codes ({len(codes) / m.frame_rate:.2f} s)")
+
+
+@app.command()
+def decode(
+    input: Path = typer.Argument(..., help="Codes .npy file (from `speechvq encode`)."),
+    output: Path = typer.Argument(..., help="Audio file to write (wav)."),
+    speaker: str = typer.Option(..., "--speaker", "-s", help="Speaker to decode with."),
+    model: str | None = ModelOpt,
+    temperature: float = TempOpt,
+    seed: int | None = SeedOpt,
+    exact: bool = ExactOpt,
+    force: bool = ForceOpt,
+):
+    """Synthesise speech from codes in a given speaker's voice."""
+    with errors():
+        from speechvq.audio.io import save_audio
+        from speechvq.codec.codes import load_codes
+
+        check_output(output, force)
+        m = load_model(model)
+        m.speaker_id(speaker)
+        codes = load_codes(input, m.config.quantizer.codebook_size)
+        wave = m.decode(codes, speaker, temperature=temperature, seed=seed, exact=exact)
+        save_audio(output, wave, m.sample_rate)
+        typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s as {speaker}")
+
+
+@app.command()
+def convert(
+    input: Path = typer.Argument(..., help="Speech to convert."),
+    output: Path = typer.Argument(..., help="Audio file to write (wav)."),
+    target_speaker: str = typer.Option(..., "--target-speaker", "-s", help="Target voice."),
+    model: str | None = ModelOpt,
+    temperature: float = TempOpt,
+    seed: int | None = SeedOpt,
+    exact: bool = ExactOpt,
+    force: bool = ForceOpt,
+):
+    """Voice conversion: encode the input, decode it as another speaker."""
+    with errors():
+        from speechvq.audio.io import load_audio, save_audio
+
+        check_output(output, force)
+        m = load_model(model)
+        m.speaker_id(target_speaker)
+        wave, sr = load_audio(input, m.sample_rate)
+        out = m.convert(wave, sr, target_speaker, temperature=temperature, seed=seed, exact=exact)
+        save_audio(output, out, m.sample_rate)
+        typer.echo(f"{output}: {len(out) / m.sample_rate:.2f} s as {target_speaker}")
+
+
+@app.command()
+def speakers(model: str | None = ModelOpt):
+    """List the model's speakers (valid for --speaker / --target-speaker)."""
+    with errors():
+        for name in load_model(model).speakers:
+            typer.echo(name)
+
+
+def _decoder_line(cfg) -> str:
+    if cfg.decoder.kind == "source-filter":
+        sf = cfg.decoder.source_filter
+        return f"source-filter (harmonic-plus-noise, {sf.harmonics} harmonics, {sf.layers} layers)"
+    w = cfg.decoder.wavenet
+    return f"WaveNet ({w.layers} layers, receptive field {w.receptive_field} samples)"
+
+
+@app.command()
+def info(model: str | None = ModelOpt):
+    """Describe a model: rates, codebook, bitrate, size, training."""
+    with errors():
+        m = load_model(model)
+        cfg = m.config
+        rows = [
+            ("sample rate", f"{cfg.sample_rate} Hz"),
+            ("hop", f"{cfg.hop_length} samples ({cfg.frame_rate:g} frames/s)"),
+            ("codebook", f"K = {cfg.quantizer.codebook_size}, D = {cfg.quantizer.dim}"),
+            ("nominal bitrate", f"{cfg.nominal_bitrate:g} bit/s"),
+            ("decoder", _decoder_line(cfg)),
+            ("pitch path", "on" if cfg.pitch.enabled else "off"),
+            ("speakers", str(len(cfg.speakers))),
+            ("parameters", f"{m.num_parameters():,}"),
+            ("package version", m.metadata.get("package_version", "?")),
+        ]
+        for key in ("training_steps", "training_hours", "trained_on"):
+            if key in m.metadata:
+                rows.append((key.replace("_", " "), m.metadata[key]))
+        if m.prior is not None:
+            p = m.prior.config
+            rows.append(
+                ("prior", f"{p.wavenet.layers} layers, receptive field {p.receptive_field} codes")
+            )
+        if "prior_bits_per_code" in m.metadata:
+            rows.append(
+                (
+                    "prior held out",
+                    f"{m.metadata['prior_bits_per_code']} bits/code = "
+                    f"{m.metadata['prior_bitrate']} bit/s",
+                )
+            )
+        width = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            typer.echo(f"{k:<{width}}  {v}")
+
+
+@app.command()
+def sample(
+    output: Path = typer.Argument(..., help="Audio file to write (wav)."),
+    seconds: float = typer.Option(3.0, "--seconds", help="Length of the sample."),
+    speaker: str | None = typer.Option(
+        None, "--speaker", "-s", help="Voice (default: the model's first)."
+    ),
+    model: str | None = ModelOpt,
+    temperature: float = TempOpt,
+    seed: int | None = SeedOpt,
+    force: bool = ForceOpt,
+):
+    """Make up speech: sample codes from the model's prior, then decode them."""
+    with errors():
+        from speechvq.audio.io import save_audio
+        from speechvq.inference.sampling import sample_speech
+
+        check_output(output, force)
+        m = load_model(model)
+        wave = sample_speech(m, seconds, speaker, temperature, seed)
+        save_audio(output, wave, m.sample_rate)
+        typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s sampled from the prior")
+
+
+@app.command()
+def compress(
+    input: Path = typer.Argument(..., help="Speech to compress."),
+    output: Path = typer.Argument(..., help=".svq file to write."),
+    model: str | None = ModelOpt,
+    speaker: str | None = typer.Option(
+        None, "--speaker", "-s", help="Default voice stored in the file."
+    ),
+    entropy: str = typer.Option(
+        "auto",
+        "--entropy",
+        help="Entropy model: auto (the prior if the model has one), prior, adaptive or uniform.",
+    ),
+    report: bool = typer.Option(False, "--report", help="Print the bits per second achieved."),
+    force: bool = ForceOpt,
+):
+    """Encode speech and entropy-code its codes into a self-describing .svq file."""
+    with errors():
+        from speechvq.audio.io import load_audio
+        from speechvq.inference.compression import compress as compress_file
+
+        check_output(output, force)
+        m = load_model(model)
+        wave, sr = load_audio(input, m.sample_rate)
+        header = compress_file(
+            m,
+            wave,
+            sr,
+            output,
+            entropy=entropy,
+            speaker=speaker,
+            force=force,
+        )
+        typer.echo(f"{output}: {header.num_frames} codes, {header.payload_bytes} bytes")
+        if report:
+            per_code = header.payload_bytes * 8 / header.num_frames
+            nominal = m.config.nominal_bitrate
+            typer.echo(
+                f"  {header.bits_per_second:,.0f} bit/s ({per_code:.2f} bits/code, entropy "
+                f"model {header.entropy_model}; nominal {nominal:,.0f} bit/s)"
+            )
+
+
+@app.command()
+def decompress(
+    input: Path = typer.Argument(..., help=".svq file (from `speechvq compress`)."),
+    output: Path = typer.Argument(..., help="Audio file to write (wav)."),
+    model: str | None = ModelOpt,
+    speaker: str | None = typer.Option(
+        None, "--speaker", "-s", help="Voice to decode with (default: the file's)."
+    ),
+    temperature: float = TempOpt,
+    seed: int | None = SeedOpt,
+    force: bool = ForceOpt,
+):
+    """Decode an .svq file back to speech (the codes come back exactly)."""
+    with errors():
+        from speechvq.audio.io import save_audio
+        from speechvq.inference.compression import decompress as decompress_file
+
+        check_output(output, force)
+        m = load_model(model)
+        if speaker is not None:
+            m.speaker_id(speaker)  # an unknown voice fails before the slow part
+        wave = decompress_file(
+            m,
+            input,
+            speaker=speaker,
+            temperature=temperature,
+            seed=seed,
+        )
+        save_audio(output, wave, m.sample_rate)
+        typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s")

@@ -1,0 +1,102 @@
+"""What every command shares: the `app`, the common options and the error handling.
+
+A user-caused problem (`SpeechVQError`) prints one line on
+stderr and exits with status 2; `--debug` shows the traceback instead.
+Outputs are written atomically and an existing output is kept unless
+`--force`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import typer
+
+from speechvq.errors import SpeechVQError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="speechvq: VQ-VAE speech codec and voice conversion (van den Oord et al. 2017).",
+)
+
+_state = {"debug": False}
+
+ModelOpt = typer.Option(
+    None, "--model", "-m", help="Model file, or the name of a shipped model (default: shipped)."
+)
+ForceOpt = typer.Option(False, "--force", "-f", help="Overwrite an existing output file.")
+SeedOpt = typer.Option(None, "--seed", help="Random seed; the same seed gives the same output.")
+TempOpt = typer.Option(1.0, "--temperature", "-t", help="Sampling temperature (0 = argmax).")
+ExactOpt = typer.Option(
+    False,
+    "--exact",
+    help="Generate as one stream (slower, no segment seams; see docs/synthesis.md).",
+)
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")):
+    _state["debug"] = debug
+
+
+@contextlib.contextmanager
+def errors():
+    """Turn user-caused problems into one line on stderr and exit status 2."""
+    try:
+        yield
+    except SpeechVQError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"speechvq: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:  # disk full, permission denied: still one line
+        if _state["debug"]:
+            raise
+        typer.echo(f"speechvq: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt as exc:
+        typer.echo("speechvq: interrupted", err=True)
+        raise typer.Exit(143 if isinstance(exc, _Terminated) else 130) from None
+    except Exception as exc:  # a bug, not the user's fault: still one line, status 1
+        if _state["debug"] or isinstance(exc, _TYPER_EXITS):
+            raise
+        text = (str(exc).strip() or "no message").splitlines()[0]
+        typer.echo(
+            f"speechvq: internal error: {type(exc).__name__}: {text}"
+            " (rerun with --debug for the traceback)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+# A command's own exits pass through. typer >= 0.26 bundles its own click, and
+# `typer.Exit` is no longer click's, so name typer's classes (not click's).
+_TYPER_EXITS = (typer.Exit, typer.Abort, typer.exceptions.TyperException)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that `atomic_output` removes its temporary file."""
+
+
+def on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise SpeechVQError(f"{path}: already exists (use --force to overwrite)")
+    if path.is_dir():
+        raise SpeechVQError(f"{path}: is a directory")
+
+
+def load_model(model: str | None):
+    import speechvq
+
+    return speechvq.load(model)
+
+
+def names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())

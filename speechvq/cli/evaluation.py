@@ -1,0 +1,114 @@
+"""The measuring commands: evaluate, analyze-phonemes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from speechvq.cli.common import ForceOpt, ModelOpt, app, errors, load_model, names
+
+
+@app.command()
+def evaluate(
+    source: Path = typer.Argument(
+        ..., help="Folder of audio files (searched recursively), or a prepared corpus folder."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder to write."),
+    model: str | None = ModelOpt,
+    baselines: str = typer.Option(
+        "codec2-2400,codec2-3200,opus-6k",
+        "--baselines",
+        help="Classic codecs to compare: codec2-<mode>, opus-<N>k, comma-separated ('none').",
+    ),
+    convert_to: str = typer.Option(
+        "", "--convert-to", help="Also convert every file to these speakers (comma-separated)."
+    ),
+    metrics: str = typer.Option(
+        "stoi,pesq,mel,speaker,dnsmos,f0", "--metrics", help="Metric groups to compute."
+    ),
+    split: str = typer.Option("valid", "--split", help="Split of a prepared corpus to use."),
+    limit: int | None = typer.Option(None, "--limit", "-n", help="Evaluate the first N files."),
+    references: Path | None = typer.Option(
+        None,
+        "--references",
+        help="Recordings of the --convert-to speakers (folder or prepared corpus, its train "
+        "split) for their centroids; they are not converted or scored.",
+    ),
+    baselines_only: bool = typer.Option(
+        False, "--baselines-only", help="Score only the baseline codecs (no model)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Decoder sampling seed."),
+    force: bool = ForceOpt,
+):
+    """Score the model's reconstructions (and conversions) beside classic codecs."""
+    with errors():
+        from speechvq.data.discovery import find_recordings
+        from speechvq.evaluation.evaluate import EvaluationOptions
+        from speechvq.evaluation.evaluate import evaluate as run_evaluation
+        from speechvq.evaluation.report import check_report_dir, write_report
+
+        check_report_dir(out, force=force)
+        options = EvaluationOptions(
+            baselines=names(baselines),
+            convert_to=names(convert_to),
+            metrics=names(metrics),
+            seed=seed,
+        )  # validates names before the slow part
+        items = find_recordings(source, split=split)[: limit or None]
+        refs = find_recordings(references, split="train") if references is not None else []
+        m = None if baselines_only else load_model(model)
+        report = run_evaluation(m, items, options, refs)
+        paths = write_report(report, out, force=True)
+        typer.echo(f"{out}: {len(report.items)} files; " + ", ".join(p.name for p in paths))
+
+
+@app.command("analyze-phonemes")
+def analyze_phonemes(
+    source: Path = typer.Argument(
+        ..., help="Folder of audio (recursive) or a prepared corpus (manifest.tsv)."
+    ),
+    alignments: Path = typer.Option(
+        ..., "--alignments", "-a", help="Folder of .lab/.phn/.TextGrid files, matched by name."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder: report.md/json, plots."),
+    model: str | None = ModelOpt,
+    pool: int = typer.Option(
+        1, "--pool", min=1, help="Frames per unit (most frequent code); 10 = the paper's 25 Hz."
+    ),
+    merge_repeats: bool = typer.Option(
+        False, "--merge-repeats", help="Merge runs of one code into one unit."
+    ),
+    fit_fraction: float = typer.Option(
+        0.5, "--fit-fraction", help="Share of utterances the code-to-phone mapping is fit on."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    random_baseline: bool = typer.Option(True, "--random-baseline/--no-random-baseline"),
+    plots: bool = typer.Option(True, "--plots/--no-plots"),
+    force: bool = ForceOpt,
+):
+    """How codes learned without labels line up with phonemes (VQ-VAE §4.3)."""
+    with errors():
+        from speechvq.analysis.report import PhonemeOptions
+        from speechvq.analysis.report import analyze_phonemes as run_analysis
+        from speechvq.data.discovery import find_recordings
+
+        options = PhonemeOptions(
+            pool=pool,
+            merge_repeats=merge_repeats,
+            fit_fraction=fit_fraction,
+            seed=seed,
+            random_baseline=random_baseline,
+            plots=plots,
+            force=force,
+        )
+        report = run_analysis(
+            load_model(model),
+            [r.path for r in find_recordings(source)],
+            alignments,
+            out,
+            options,
+            progress=True,
+        )
+        typer.echo(report.summary())
+        typer.echo(f"report: {out / 'report.md'}")

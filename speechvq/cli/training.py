@@ -1,0 +1,115 @@
+"""The training commands: prepare, train, train-prior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from speechvq.cli.common import ForceOpt, app, errors, names
+from speechvq.errors import SpeechVQError
+
+
+@app.command()
+def prepare(
+    corpora: list[str] = typer.Argument(
+        ..., help="Corpus folders, each DIR or DIR:LAYOUT, then the output folder."
+    ),
+    out_dir: Path = typer.Argument(..., help="Prepared-corpus folder to write."),
+    layout: str = typer.Option("auto", help="auto|vctk|librispeech|folder (DIR:LAYOUT wins)."),
+    sample_rate: int = typer.Option(16000, help="Model sample rate."),
+    heldout: float = typer.Option(0.05, help="Share of each speaker's utterances for valid."),
+    heldout_speakers: str = typer.Option("", help="Comma-separated speakers held out whole."),
+    f0_method: str = typer.Option("harvest", help="F0 tracker: harvest (better) or dio (faster)."),
+    workers: int = typer.Option(2, help="Processes for F0 extraction."),
+    no_trim: bool = typer.Option(False, "--no-trim", help="Keep leading/trailing silence."),
+    force: bool = ForceOpt,
+):
+    """Prepare corpora for training: resample, trim, F0, manifest (docs/data.md)."""
+    with errors():
+        from speechvq.data.layouts import parse_source
+        from speechvq.data.prepare import PrepareConfig, prepare_corpus
+
+        config = PrepareConfig(
+            sample_rate=sample_rate,
+            heldout=heldout,
+            heldout_speakers=names(heldout_speakers),
+            f0_method=f0_method,
+            workers=workers,
+            trim=not no_trim,
+        )
+        sources = [parse_source(c, layout) for c in corpora]
+        summary = prepare_corpus(sources, out_dir, config, force=force)
+        typer.echo(summary.table())
+
+
+@app.command()
+def train(
+    manifest: Path = typer.Argument(..., help="Prepared corpus folder (from `speechvq prepare`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, log, model."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Training config YAML (e.g. recipes/configs/small.yaml)."
+    ),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this step."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    init_from: str | None = typer.Option(
+        None,
+        "--init-from",
+        help="Start from this model file's weights (e.g. a shipped model), fresh optimiser.",
+    ),
+    init_parts: str | None = typer.Option(
+        None,
+        "--init-parts",
+        help="What --init-from takes: all (its config too), encoder, or matching "
+        "(every tensor that fits this config). Default: the config's, else all.",
+    ),
+):
+    """Train a VQ-VAE on a prepared corpus (CPU, GPU, or `torchrun --nproc_per_node N`)."""
+    with errors():
+        from speechvq.training.vqvae import TrainConfig
+        from speechvq.training.vqvae import train as run_training
+
+        cfg = TrainConfig.from_yaml(config, init_parts=init_parts)
+        if init_from is not None and resume:
+            raise SpeechVQError("--init-from starts a new run; it cannot be used with --resume")
+        if init_from is not None:
+            from speechvq.inference.loading import resolve
+
+            init_from = str(resolve(init_from))
+        result = run_training(
+            manifest, out, cfg, resume=resume, max_steps=max_steps, init_from=init_from
+        )
+        state = "interrupted at" if result.interrupted else "finished at"
+        typer.echo(f"{out}: {state} step {result.steps}; model: {result.model_path}")
+
+
+@app.command("train-prior")
+def train_prior(
+    manifest: Path = typer.Argument(..., help="Prepared corpus folder (from `speechvq prepare`)."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="The trained VQ-VAE whose codes the prior models."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run folder: code cache, checkpoints, log, model."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Prior config YAML (e.g. recipes/configs/prior-small.yaml)."
+    ),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this step."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+):
+    """Train the WaveNet prior over a VQ-VAE's codes (OUT/model.safetensors holds both)."""
+    with errors():
+        import math
+
+        from speechvq.training.prior import PriorTrainConfig
+        from speechvq.training.prior import train_prior as run_prior_training
+
+        cfg = PriorTrainConfig.from_yaml(config)
+        r = run_prior_training(manifest, model, out, cfg, resume=resume, max_steps=max_steps)
+        state = "interrupted at" if r.interrupted else "finished at"
+        bits = ""
+        if not math.isnan(r.valid_bits_per_code):
+            rate = r.valid_bits_per_code * 250
+            bits = f"; held out {r.valid_bits_per_code:.3f} bits/code ({rate:.0f} bit/s)"
+        typer.echo(f"{out}: {state} step {r.steps}; model: {r.model_path}{bits}")

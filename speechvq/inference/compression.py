@@ -1,0 +1,244 @@
+"""Speech <-> `.svq`: entropy-code a model's codes into the container, and back.
+
+`compress` encodes a `[T]` waveform with a model and writes its codes,
+range-coded (`speechvq.codec.entropy`) under the model's prior when it has one, as
+an `.svq` file (`speechvq.codec.bitstream`); `decompress` reads one back and
+decodes it with the model that wrote it (checked by `model_hash_of`). The
+lower level, with no model, is `pack_codes` / `unpack_codes`: codes and an
+entropy model to an `SVQFile` and back, with the codes' CRC32 catching an
+entropy model that disagrees with the writer's. `model` is a
+`speechvq.SpeechVQ`, duck-typed here, so this module needs no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechvq.codec.bitstream import (
+    MODEL_HASH_CHARS,
+    SVQFile,
+    SVQHeader,
+    codes_crc32,
+    read_svq,
+    write_svq,
+)
+from speechvq.codec.entropy import CODER_NAME, ProbabilitySource, decode_codes, encode_codes
+from speechvq.errors import SpeechVQError
+from speechvq.models.modelfile import model_hash
+from speechvq.version import __version__
+
+
+def pack_codes(
+    codes: np.ndarray,
+    source: ProbabilitySource,
+    *,
+    model_hash: str,
+    sample_rate: int,
+    hop_length: int,
+    num_samples: int | None = None,
+    speaker: str | None = None,
+    package_version: str = "",
+) -> SVQFile:
+    """Entropy-code `[T]` codes under `source` into an `SVQFile` ready for `write_svq`."""
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+    K = source.num_symbols
+    if K > 1 << 16:
+        raise ValueError(f"codebook of {K} codes: the format holds at most 65536")
+    payload = encode_codes(codes, source)
+    header = SVQHeader(
+        model_hash=model_hash[:MODEL_HASH_CHARS],
+        sample_rate=int(sample_rate),
+        hop_length=int(hop_length),
+        codebook_size=K,
+        num_frames=codes.size,
+        num_samples=int(codes.size * hop_length if num_samples is None else num_samples),
+        speaker=speaker,
+        entropy_model=source.name,
+        codes_crc32=codes_crc32(codes),
+        payload_bytes=len(payload),
+        payload_crc32=zlib.crc32(payload),
+        package_version=package_version,
+    )
+    return SVQFile(header, payload)
+
+
+def unpack_codes(svq: SVQFile, source: ProbabilitySource) -> np.ndarray:
+    """Decode the `[T]` int64 codes of a read file; `source` must match `header.entropy_model`."""
+    h = svq.header
+    name = svq.path or "<svq>"
+    if source.name != h.entropy_model or source.num_symbols != h.codebook_size:
+        raise SpeechVQError(
+            f"{name}: coded with entropy model {h.entropy_model!r} over {h.codebook_size} codes,"
+            f" not {source.name!r} over {source.num_symbols}"
+        )
+    if h.coder != CODER_NAME:
+        raise SpeechVQError(
+            f"{name}: unknown entropy coder {h.coder!r} (this speechvq: {CODER_NAME})"
+        )
+    try:
+        codes = decode_codes(svq.payload, h.num_frames, source)
+    except ValueError as exc:
+        raise SpeechVQError(f"{name}: cannot decode codes ({exc})") from None
+    if codes_crc32(codes) != h.codes_crc32:
+        raise SpeechVQError(
+            f"{name}: decoded codes fail their checksum; the {h.entropy_model!r} model gave"
+            " different probabilities than when the file was written (another machine,"
+            " torch version or thread count?)"
+        )
+    return codes
+
+
+# With a model -----------------------------------------------------------------
+# `model` is a `speechvq.SpeechVQ` (duck-typed here, so this module needs no torch).
+
+
+def model_hash_of(model: Any) -> str:
+    """`model_hash` of a model's state dict and config: the same for a model and its saved file."""
+    return model_hash(model.state_dict(), model.config.to_dict())
+
+
+ENTROPY_MODELS = ("auto", "prior", "adaptive", "uniform")
+
+
+def entropy_source(model: Any, name: str = "auto", speaker: str | None = None) -> ProbabilitySource:
+    """The entropy model a writer codes `model`'s codes with: the one place that chooses.
+
+    `name` is one of `ENTROPY_MODELS`: "auto" is the model's prior when it has
+    one, else "adaptive". The prior is conditioned on `speaker` (a name of the
+    model; None is the prior's "unknown speaker" row). A reader does not
+    choose: `decompress` rebuilds the model that the file's header names.
+    """
+    from speechvq.codec.entropy import make_source
+
+    if name not in ENTROPY_MODELS:
+        raise SpeechVQError(f"unknown entropy model {name!r} (one of: {', '.join(ENTROPY_MODELS)})")
+    if name == "prior" or (name == "auto" and model.prior is not None):
+        from speechvq.inference.compression import PriorSource
+
+        return PriorSource.for_model(model, speaker)
+    return make_source("adaptive" if name == "auto" else name, model.config.quantizer.codebook_size)
+
+
+def compress(
+    model: Any,
+    wave: np.ndarray,
+    sample_rate: int,
+    path: str | os.PathLike,
+    *,
+    entropy: str = "auto",
+    speaker: str | None = None,
+    force: bool = False,
+) -> SVQHeader:
+    """Encode a `[T]` waveform to codes and write them, entropy-coded, as an `.svq` file.
+
+    `entropy` picks the entropy model (`entropy_source`; by default the
+    model's prior, conditioned on `speaker`, when it has one). `speaker` is
+    stored as the default voice for decompression.
+    """
+    path = Path(path)
+    if path.exists() and not force:  # before the encoder runs
+        raise SpeechVQError(f"{path}: already exists (use --force to overwrite)")
+    if speaker is not None:
+        model.speaker_id(speaker)  # an unknown speaker fails here, naming the known ones
+    source = entropy_source(model, entropy, speaker)
+    codes = model.encode(wave, sample_rate)
+    num_samples = round(np.asarray(wave).size * model.sample_rate / sample_rate)
+    svq = pack_codes(
+        codes,
+        source,
+        model_hash=model_hash_of(model),
+        sample_rate=model.sample_rate,
+        hop_length=model.hop_length,
+        num_samples=min(num_samples, codes.size * model.hop_length),
+        speaker=speaker,
+        package_version=__version__,
+    )
+    write_svq(path, svq.header, svq.payload, force=force)
+    return svq.header
+
+
+def decompress(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    speaker: str | None = None,
+    temperature: float = 1.0,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Decode an `.svq` file to a float32 `[num_samples]` waveform at `model.sample_rate`.
+
+    The file must come from this very model (its hash). The entropy model is
+    the one the header names, with the writer's conditioning (the stored
+    speaker). The voice is `speaker`, else the file's, else the model's first.
+    """
+    svq = read_svq(path, expected_model_hash=model_hash_of(model))
+    h = svq.header
+    if h.entropy_model == "prior" and model.prior is None:
+        raise SpeechVQError(f"{path}: coded with the 'prior' entropy model, which this model lacks")
+    try:
+        source = entropy_source(model, h.entropy_model, h.speaker)
+    except SpeechVQError:
+        raise SpeechVQError(
+            f"{path}: coded with the {h.entropy_model!r} entropy model, which this speechvq lacks"
+        ) from None
+    codes = unpack_codes(svq, source)
+    if codes.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    voice = speaker or h.speaker or model.speakers[0]
+    wave = model.decode(codes, voice, temperature=temperature, seed=seed)
+    return wave[: h.num_samples]
+
+
+class PriorSource:
+    """The prior as an `entropy.ProbabilitySource`: one incremental WaveNet step per code.
+
+    Encoder and decoder must compute bit-identical probabilities, so both use
+    the same path: `WaveNet.step` in float32 under `torch.inference_mode`, on
+    the CPU, with one thread (set for each step and restored after, so the
+    process's thread count cannot change a result), and
+    `entropy.softmax_probabilities` on the logits. Files then decode on any
+    machine with the same CPU kind and torch build (see docs/prior.md).
+    """
+
+    name = "prior"
+
+    def __init__(self, prior: Any, speaker: int | None = None):
+        from speechvq.models.prior import speaker_index
+
+        self.prior = prior
+        self.num_symbols = prior.config.codebook_size
+        self.speaker = speaker_index(prior, speaker)
+        self._state: Any = None  # the prior's `WaveNetState` while coding
+
+    @classmethod
+    def for_model(cls, model: Any, speaker: str | int | None) -> PriorSource:
+        """The source of `model.prior` for a speaker of `model` (by name), or None = unknown."""
+        if model.prior is None:
+            raise SpeechVQError("this model has no prior (train one with `speechvq train-prior`)")
+        index = None if speaker is None else model.speaker_id(speaker)
+        return cls(model.prior, index)
+
+    def reset(self) -> None:
+        self._state = None
+
+    def next(self, previous_code: int | None) -> np.ndarray:
+        import torch
+
+        from speechvq.codec.entropy import softmax_probabilities
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                if self._state is None or previous_code is None:
+                    device = next(self.prior.parameters()).device
+                    self._state = self.prior.start(torch.tensor([self.speaker], device=device))
+                logits = self.prior.step(previous_code, self._state)  # (1, K)
+            return softmax_probabilities(logits[0].float().cpu().numpy())
+        finally:
+            torch.set_num_threads(threads)

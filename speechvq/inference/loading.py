@@ -1,0 +1,63 @@
+"""Loading a model: from a file, or a shipped model by name (DAC's tag table, EnCodec's hashes).
+
+A name maps to a file in this package folder (`speechvq/pretrained/`,
+installed with the package as package data, so a wheel or a `pip install .`
+carries it; or under `$SPEECHVQ_PRETRAINED_DIR`) and its sha256, checked on
+first use so a damaged or stale file is caught with a clear message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from speechvq.errors import SpeechVQError
+
+# name -> (file name, sha256). The first entry is the default model.
+REGISTRY: dict[str, tuple[str, str]] = {
+    # See speechvq/pretrained/README.md (the model card).
+    "small": (
+        "speechvq-small.safetensors",
+        "d0f89f8cde346315f8208bfc56c598aca8c7142a1a96314f77301e2fed3e85f8",
+    ),
+}
+
+DEFAULT_MODEL = next(iter(REGISTRY), None)
+
+
+def pretrained_dir() -> Path:
+    env = os.environ.get("SPEECHVQ_PRETRAINED_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "pretrained"
+
+
+_verified: set[Path] = set()
+
+
+def resolve(model: str | os.PathLike | None) -> Path:
+    """A model path from a path or a shipped model's name; None means the default model."""
+    if model is None:
+        if DEFAULT_MODEL is None:
+            raise SpeechVQError("no --model given and no pretrained model is shipped yet")
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.exists() or str(model) not in REGISTRY:
+        return path
+    filename, sha256 = REGISTRY[str(model)]
+    path = pretrained_dir() / filename
+    if not path.is_file():
+        raise SpeechVQError(f"pretrained model {model!r}: {path} is missing")
+    if path not in _verified:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != sha256:
+            raise SpeechVQError(f"pretrained model {model!r}: {path} fails its sha256 check")
+        _verified.add(path)
+    return path
+
+
+def load(model: str | os.PathLike | None = None, device: str = "cpu") -> Any:
+    """A `SpeechVQ` from a model file or a shipped model's name (None: the default model)."""
+    from speechvq.models.model import SpeechVQ
+
+    return SpeechVQ.from_file(resolve(model), device)

@@ -1,0 +1,317 @@
+"""SpeechVQ: encoder, vector quantiser and speaker-conditioned WaveNet decoder.
+
+`forward` is the training pass (teacher forcing, returns a typed
+`ModelOutput`); `encode`, `decode` and `convert` are the NumPy API that the
+CLI and users call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speechvq.audio.io import resample
+from speechvq.audio.mulaw import deemphasis, mulaw_encode
+from speechvq.config import ModelConfig
+from speechvq.errors import SpeechVQError
+from speechvq.models.decoders.folding import FoldConfig
+from speechvq.models.decoders.mulaw_wavenet import Decoder
+from speechvq.models.decoders.source_filter import SourceFilterDecoder, spectral_loss
+from speechvq.models.decoders.synthesis import synthesize
+from speechvq.models.encoder import Encoder
+from speechvq.models.pitch import PitchPredictor
+from speechvq.models.quantizer import VectorQuantizer
+
+
+@dataclass
+class ModelOutput:
+    loss: torch.Tensor  # total training loss, scalar
+    # WaveNet: cross-entropy of mu-law samples, nats per sample;
+    # source-filter: the multi-resolution STFT loss.
+    recon_loss: torch.Tensor
+    vq_loss: torch.Tensor  # commitment (+ codebook) loss
+    pitch_loss: torch.Tensor  # F0 predictor loss (0 without the pitch path)
+    perplexity: torch.Tensor
+    usage: torch.Tensor
+    codes: torch.Tensor  # [B, F]
+
+
+class SpeechVQ(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.encoder)
+        self.quantizer = VectorQuantizer(config.quantizer)
+        if config.decoder.kind == "source-filter":
+            self.decoder = SourceFilterDecoder(config)
+        else:
+            self.decoder = Decoder(config)
+        n_spk = max(1, len(config.speakers))
+        if config.pitch.enabled:
+            self.pitch = PitchPredictor(config.encoder.latent_dim, config.pitch)
+        else:
+            self.pitch = None
+        # Per-speaker log-F0 statistics, set from the training data (`set_pitch_stats`).
+        self.register_buffer("logf0_mean", torch.full((n_spk,), math.log(150.0)))
+        self.register_buffer("logf0_std", torch.full((n_spk,), 0.2))
+        # The WaveNet prior over codes (`speechvq.models.prior.Prior`), trained after the
+        # VQ-VAE by `speechvq train-prior`; `speechvq.load` attaches it when the file has one.
+        self.prior: nn.Module | None = None
+
+    # Properties -------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        return self.config.speakers
+
+    def speaker_id(self, speaker: str | int) -> int:
+        """A speaker's index; an unknown name is an error that lists the known ones."""
+        if isinstance(speaker, (int, np.integer)) and 0 <= speaker < max(1, len(self.speakers)):
+            return int(speaker)
+        if speaker in self.speakers:
+            return self.speakers.index(speaker)
+        known = ", ".join(self.speakers) if self.speakers else "(none)"
+        if len(self.speakers) > 20:
+            known = ", ".join(self.speakers[:20]) + f", ... ({len(self.speakers)} in all)"
+        raise SpeechVQError(f"unknown speaker {speaker!r}; this model's speakers: {known}")
+
+    def set_pitch_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store per-speaker log-F0 mean and spread `[S]` (measured on training data)."""
+        self.logf0_mean.copy_(mean)
+        self.logf0_std.copy_(std.clamp(min=0.05))
+
+    # Training ---------------------------------------------------------------
+
+    def forward(
+        self,
+        wave: torch.Tensor,
+        speaker: torch.Tensor,
+        f0: torch.Tensor | None = None,
+        encoder_input: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """Teacher-forced pass: wave `[B, T]` in [-1, 1], speaker ids `[B]`, F0 `[B, T / hop]`.
+
+        `encoder_input` `[B, T]`, if given, is what the encoder reads instead
+        of `wave` (an augmented copy, see `speechvq.audio.augment`); `wave` stays
+        the target.
+        """
+        B, T = wave.shape
+        dec = self.config.decoder
+        z = self.encoder((wave if encoder_input is None else encoder_input)[:, None])  # (B, D, F)
+        q = self.quantizer(z)
+        if isinstance(self.decoder, SourceFilterDecoder):
+            return self._forward_source_filter(wave, speaker, f0, q)
+        target_wave = wave
+        if dec.preemphasis:
+            target_wave = torch.cat(
+                [wave[:, :1], wave[:, 1:] - dec.preemphasis * wave[:, :-1]], dim=1
+            )
+        target = mulaw_encode(target_wave.float(), dec.quantization_channels)  # (B, T)
+        prev = F.pad(target[:, :-1], (1, 0), value=dec.quantization_channels // 2)
+        pitch_loss = self._pitch_loss(q.quantized, f0, speaker)
+        source = None
+        if self.pitch is not None:
+            phase = 2 * math.pi * torch.rand(B, device=wave.device)
+            source = self.decoder.source(f0, phase)
+        cond = self.decoder.conditioning(q.quantized, speaker, f0)
+        logits = self.decoder(prev, cond, source)  # (B, T, Q)
+        recon = F.cross_entropy(logits.reshape(B * T, -1).float(), target.reshape(B * T))
+        loss = recon + q.loss + pitch_loss
+        return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
+
+    def _forward_source_filter(self, wave, speaker, f0, q) -> ModelOutput:
+        """Spectral loss of the harmonic-plus-noise decoder driven by the tracker's F0."""
+        pitch_loss = self._pitch_loss(q.quantized, f0, speaker)  # checks F0 is given
+        out = self.decoder(q.quantized, speaker, f0)  # (B, T)
+        recon = spectral_loss(out, wave)
+        loss = recon + q.loss + pitch_loss
+        return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
+
+    def _pitch_loss(self, latents, f0, speaker) -> torch.Tensor:
+        """The F0 predictor's loss against the tracker's F0 `[B, F]`; 0 without the pitch path."""
+        if self.pitch is None:
+            return torch.zeros((), device=latents.device)
+        if f0 is None:
+            raise ValueError("the pitch path needs F0 [B, F] in training")
+        pred = self.pitch(latents)
+        return PitchPredictor.loss(pred, f0, self.logf0_mean[speaker], self.logf0_std[speaker])
+
+    # The NumPy API ----------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(
+        self, wave: np.ndarray, sample_rate: int, *, chunk_seconds: float = 10.0
+    ) -> np.ndarray:
+        """`[T]` waveform at any rate to `[ceil(T' / hop)]` int64 codes (T' after resampling).
+
+        The end is zero-padded up to a whole frame, so audio shorter than one
+        frame gives one code. Long audio is encoded in chunks of
+        `chunk_seconds`, each read with `encoder_context` frames of real audio
+        on either side and only its centre kept: the context covers the
+        encoder's receptive field, so the codes equal those of one pass over
+        the whole (up to float rounding at near-ties), while memory follows
+        the chunk, not the audio (one pass over an hour would need a 1.8 GB
+        distance matrix in the quantiser alone).
+        """
+        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+        if sample_rate != self.sample_rate:
+            wave = resample(wave, sample_rate, self.sample_rate)
+        if wave.size == 0:
+            raise SpeechVQError("cannot encode empty audio")
+        hop, ctx = self.hop_length, self.encoder_context
+        frames = -(-wave.size // hop)
+        step = max(1, int(chunk_seconds * self.frame_rate))  # frames kept per chunk
+        self.eval()
+        codes = np.empty(frames, dtype=np.int64)
+        for start in range(0, frames, step):
+            stop = min(start + step, frames)
+            lo, hi = max(0, start - ctx), min(frames, stop + ctx)  # hop-aligned: same stride phase
+            chunk = np.zeros((hi - lo) * hop, dtype=np.float32)  # zeros: the final frame's padding
+            piece = wave[lo * hop : hi * hop]
+            chunk[: piece.size] = piece
+            x = torch.from_numpy(chunk)[None, None].to(self._device)
+            out = self.quantizer(self.encoder(x)).codes[0]  # (hi - lo,)
+            codes[start:stop] = out[start - lo : stop - lo].cpu().numpy()
+        return codes
+
+    @property
+    def encoder_context(self) -> int:
+        """Frames of context on each side that make chunked encoding equal whole encoding.
+
+        Each strided conv (kernel k, stride 2, padding p) maps output i to
+        inputs [2i - p, 2i - p + k - 1]; over n of them frame f reads samples
+        [hop f - p (hop - 1), hop f + (k - 1 - p)(hop - 1)]. The residual
+        blocks (kernel 3, dilation 3**i) then widen that by sum(3**i) frames
+        on each side. One frame more is a margin. `small`: 15 frames (60 ms).
+        """
+        enc, hop = self.config.encoder, self.hop_length
+        pad = (enc.kernel_size - 2) // 2  # as in `Encoder`
+        left = -(-pad * (hop - 1) // hop)
+        right = -(-max(0, (enc.kernel_size - 2 - pad) * (hop - 1)) // hop)
+        blocks = sum(3**i for i in range(enc.residual_blocks))
+        return blocks + max(left, right) + 1
+
+    @torch.no_grad()
+    def decode(
+        self,
+        codes: np.ndarray,
+        speaker: str | int,
+        *,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        f0: np.ndarray | None = None,
+        exact: bool = False,
+        fold: FoldConfig | None = None,
+    ) -> np.ndarray:
+        """`[F]` codes to a `[F * hop]` float32 waveform at `sample_rate`, in `speaker`'s voice.
+
+        With the pitch path, F0 is predicted from the codes at the speaker's
+        pitch level unless `f0` `[F]` (Hz, 0 = unvoiced) is given. By default
+        the utterance is folded into overlapping segments generated as one
+        batch (`fold`, see `speechvq.models.decoders.synthesis`); `exact` generates it as a
+        single stream (slower). The same `seed` gives the same waveform.
+        The source-filter decoder is not autoregressive: it synthesises the
+        whole utterance in one pass (`temperature`, `exact` and `fold` are
+        WaveNet options; `seed` sets its noise).
+        """
+        codes = self.check_codes(codes)
+        spk = torch.tensor([self.speaker_id(speaker)], device=self._device)
+        self.eval()
+        latents = self.quantizer.lookup(torch.from_numpy(codes)[None].to(self._device))
+        f0_t = None
+        if self.pitch is not None:
+            if f0 is not None:
+                f0_t = torch.as_tensor(np.asarray(f0, dtype=np.float32)[None], device=self._device)
+            else:
+                f0_t = self.predict_f0(latents, spk)
+        if isinstance(self.decoder, SourceFilterDecoder):  # parallel: exact, fold don't apply
+            gen = torch.Generator(device=self._device)
+            gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+            wave = self.decoder(latents, spk, f0_t, gen)[0].cpu().numpy()
+            return wave.astype(np.float32)
+        cond = self.decoder.conditioning(latents, spk, f0_t)
+        wave = synthesize(
+            self.decoder, cond, f0_t, temperature=temperature, seed=seed, exact=exact, fold=fold
+        )
+        return deemphasis(wave, self.config.decoder.preemphasis).astype(np.float32)
+
+    def predict_f0(self, latents: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+        """Predicted F0 `[B, F]` in Hz at the speakers' pitch level, for latents `[B, D, F]`."""
+        assert self.pitch is not None
+        pred = self.pitch(latents)
+        mean, std = self.logf0_mean[speaker], self.logf0_std[speaker]
+        return PitchPredictor.to_hz(pred, mean, std, self.config.pitch)
+
+    def convert(
+        self, wave: np.ndarray, sample_rate: int, target_speaker: str | int, **kwargs
+    ) -> np.ndarray:
+        """Voice conversion: encode, then decode in `target_speaker`'s voice."""
+        self.speaker_id(target_speaker)  # fail before the slow part
+        return self.decode(self.encode(wave, sample_rate), target_speaker, **kwargs)
+
+    def check_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Validate a `[F]` integer code array; returns it as int64."""
+        arr = np.asarray(codes)
+        K = self.config.quantizer.codebook_size
+        if arr.ndim != 1:
+            raise SpeechVQError(f"codes must be a 1-D array of frames, got shape {arr.shape}")
+        if arr.size == 0:
+            raise SpeechVQError("codes array is empty")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise SpeechVQError(f"codes must be integers, got dtype {arr.dtype}")
+        if arr.min() < 0 or arr.max() >= K:
+            raise SpeechVQError(f"codes must lie in [0, {K}), got [{arr.min()}, {arr.max()}]")
+        return arr.astype(np.int64)
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, path: str | os.PathLike, **extra: str) -> None:
+        """Write a model file (safetensors + JSON metadata; see `speechvq.models.modelfile`)."""
+        from speechvq.models.modelfile import save
+
+        save(self, path, **extra)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, device: str = "cpu") -> SpeechVQ:
+        """Rebuild a model, and its prior when the file has one, from a model file."""
+        from speechvq.models.modelfile import first_line, read
+        from speechvq.models.prior import Prior
+
+        f = read(path, device)
+        model = cls(f.config)
+        if f.prior_config is not None:
+            model.prior = Prior(f.prior_config)
+        try:
+            missing, unexpected = model.load_state_dict(f.tensors, strict=False)
+        except RuntimeError as exc:  # a tensor of the wrong shape
+            raise SpeechVQError(
+                f"{path}: weights do not match the config ({first_line(exc)})"
+            ) from None
+        if missing or unexpected:
+            names = ", ".join((missing + unexpected)[:3])
+            raise SpeechVQError(f"{path}: weights do not match the config ({names} ...)")
+        model.metadata = f.metadata
+        return model.to(device).eval()

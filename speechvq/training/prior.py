@@ -1,0 +1,391 @@
+"""Training the WaveNet prior over a trained VQ-VAE's codes (VQ-VAE §4.3).
+
+1. `extract_codes` encodes every utterance of the prepared corpus once with
+   the VQ-VAE's encoder and caches the codes in `RUN_DIR/codes.npz`, keyed by
+   the VQ-VAE's hash (`bitstream.model_hash`): another model, or another
+   corpus, invalidates the cache.
+2. `train_prior` fits the prior with the VQ-VAE trainer's machinery
+   (`speechvq.training.vqvae`): data order a pure function of (seed, step, rank), so a
+   resumed run ends with the same weights; atomic checkpoints every N steps
+   and on Ctrl-C/SIGTERM; bf16 autocast where it pays; DDP under torchrun;
+   a CSV log and a progress bar.
+3. Each validation, and the end, writes `RUN_DIR/model.safetensors`: the
+   VQ-VAE with the prior inside (`speechvq.load` brings it along as
+   `model.prior`) and its held-out bits per code in the metadata.
+
+Training data: the utterances of the train split, concatenated into one
+stream in which each utterance starts with the start token, so a random crop
+is all real targets, with no padding (the packing of language-model training).
+Each position is conditioned on its own utterance's speaker. Validation, by
+contrast, scores every held-out utterance alone from an empty history, which
+is exactly what the entropy coder pays per file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from speechvq.data.corpus import SPLITS, PreparedCorpus
+from speechvq.errors import SpeechVQError
+from speechvq.models.precision import autocast_dtype
+from speechvq.models.prior import Prior, PriorConfig, bits_per_code
+from speechvq.training.checkpoint import load_checkpoint, restore, save_checkpoint
+from speechvq.training.config import config_from_yaml, merge
+from speechvq.training.distributed import Distributed
+from speechvq.training.loop import CsvLog, StopFlag, lr_at
+
+CACHE_FORMAT = "speechvq-codes-v1"
+
+
+@dataclass(frozen=True)
+class PriorTrainConfig:
+    preset: str = "small"  # PriorConfig preset
+    prior: dict[str, Any] = field(default_factory=dict)  # overrides of PriorConfig fields
+    speaker_conditioned: bool = True
+    speaker_dropout: float = 0.2  # share of crops trained as "speaker unknown"
+    batch_size: int = 8
+    crop_codes: int = 1024  # 4.1 s at 250 frames/s
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    max_steps: int = 1000
+    log_every: int = 10
+    valid_every: int = 250  # also exports model.safetensors
+    valid_max_codes: int = 0  # 0: the whole validation split
+    checkpoint_every: int = 100
+    seed: int = 0
+    precision: str = "auto"  # auto | bf16 | fp32
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None, **overrides: Any) -> PriorTrainConfig:
+        return config_from_yaml(cls, path, **overrides)
+
+    def prior_config(self, codebook_size: int, speakers: int) -> PriorConfig:
+        base = PriorConfig.preset(
+            self.preset, codebook_size, speakers if self.speaker_conditioned else 0
+        )
+        return PriorConfig.from_dict(merge(base.to_dict(), self.prior))
+
+
+@dataclass
+class CodeSet:
+    """One split's codes: utterance i is `codes[offsets[i]:offsets[i + 1]]`, int64."""
+
+    codes: np.ndarray  # [N]
+    offsets: np.ndarray  # [U + 1]
+    speakers: np.ndarray  # [U] index in the VQ-VAE's speaker table, -1 if not in it
+    ids: np.ndarray  # [U] utterance ids (str)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def utterance(self, i: int) -> np.ndarray:
+        return self.codes[self.offsets[i] : self.offsets[i + 1]]
+
+
+def vqvae_hash(model: Any) -> str:
+    """`bitstream.model_hash` of the VQ-VAE alone (a prior inside does not change its codes)."""
+    from speechvq.models.modelfile import model_hash
+
+    tensors = {k: v for k, v in model.state_dict().items() if not k.startswith("prior.")}
+    return model_hash(tensors, model.config.to_dict())
+
+
+def extract_codes(
+    model: Any, corpus: PreparedCorpus, cache: Path, *, progress: bool = True
+) -> dict[str, CodeSet]:
+    """The codes of every utterance of both splits, from `cache` when it fits, else encoded."""
+    if (corpus.sample_rate, corpus.hop_length) != (model.sample_rate, model.hop_length):
+        raise SpeechVQError(
+            f"{corpus.path}: prepared at {corpus.sample_rate} Hz, hop {corpus.hop_length};"
+            f" the model wants {model.sample_rate} Hz, hop {model.hop_length}"
+        )
+    key = vqvae_hash(model)
+    splits = {s: corpus.utterances(s) for s in SPLITS}
+    cached = _read_cache(cache, key, {s: [u.id for u in us] for s, us in splits.items()})
+    if cached is not None:
+        return cached
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(corpus), unit="utt", desc="extracting codes", dynamic_ncols=True)
+    out: dict[str, CodeSet] = {}
+    for split, utts in splits.items():
+        codes, lengths = [], []
+        for u in utts:
+            c = model.encode(corpus.audio(u), corpus.sample_rate)
+            codes.append(c)
+            lengths.append(c.size)
+            if bar is not None:
+                bar.update(1)
+        spk = {s: i for i, s in enumerate(model.speakers)}
+        out[split] = CodeSet(
+            codes=np.concatenate(codes) if codes else np.zeros(0, np.int64),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            speakers=np.array([spk.get(u.speaker, -1) for u in utts], dtype=np.int64),
+            ids=np.array([u.id for u in utts], dtype=str),
+        )
+    if bar is not None:
+        bar.close()
+    _write_cache(cache, key, out)
+    return out
+
+
+def _write_cache(path: Path, key: str, sets: dict[str, CodeSet]) -> None:
+    from speechvq.files import atomic_output
+
+    arrays: dict[str, np.ndarray] = {"format": np.array(CACHE_FORMAT), "model_hash": np.array(key)}
+    for split, s in sets.items():
+        arrays.update({f"{split}.{k}": v for k, v in dataclasses.asdict(s).items()})
+    arrays = {k: v.astype(np.uint16) if k.endswith(".codes") else v for k, v in arrays.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _read_cache(path: Path, key: str, ids: dict[str, list[str]]) -> dict[str, CodeSet] | None:
+    """The cached codes, or None if absent, unreadable, of another model or of other utterances."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["format"]) != CACHE_FORMAT or str(z["model_hash"]) != key:
+                return None
+            fields = ("codes", "offsets", "speakers", "ids")
+            out = {split: CodeSet(*(z[f"{split}.{k}"] for k in fields)) for split in SPLITS}
+    except (OSError, KeyError, ValueError):
+        return None
+    for split, s in out.items():
+        if s.ids.tolist() != ids[split]:
+            return None
+        s.codes = s.codes.astype(np.int64)
+    return out
+
+
+class StreamSampler:
+    """Random crops of the train split packed into one stream (see the module docstring)."""
+
+    def __init__(self, codes: CodeSet, prior_cfg: PriorConfig, cfg: PriorTrainConfig):
+        if codes.codes.size == 0:
+            raise SpeechVQError("the corpus has no training utterances")
+        self.target = codes.codes
+        self.prev = np.concatenate([[0], codes.codes[:-1]])
+        self.prev[codes.offsets[:-1]] = prior_cfg.codebook_size  # the start token
+        unknown = prior_cfg.speakers  # the prior's "speaker unknown" row
+        spk = np.where(codes.speakers < 0, unknown, codes.speakers)
+        if prior_cfg.speakers == 0:
+            spk = np.full_like(spk, unknown)
+        self.speaker = np.repeat(spk, np.diff(codes.offsets))
+        self.unknown = unknown
+        self.crop = min(cfg.crop_codes, self.target.size)
+        self.batch_size = cfg.batch_size
+        self.dropout = cfg.speaker_dropout
+
+    def batch(self, seed: int, step: int, rank: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([seed, step, rank])
+        starts = rng.integers(0, self.target.size - self.crop + 1, size=self.batch_size)
+        drop = rng.random(self.batch_size) < self.dropout
+        idx = starts[:, None] + np.arange(self.crop)
+        speaker = np.where(drop[:, None], self.unknown, self.speaker[idx])
+        return {
+            "prev": torch.from_numpy(self.prev[idx]),
+            "target": torch.from_numpy(self.target[idx]),
+            "speaker": torch.from_numpy(speaker),
+        }
+
+
+@torch.no_grad()
+def validate(prior: Prior, codes: CodeSet, max_codes: int = 0) -> dict[str, float]:
+    """Bits per code of whole held-out utterances, each from an empty history, in float32."""
+    prior.eval()
+    device = next(prior.parameters()).device
+    total, n = 0.0, 0
+    for i in range(len(codes)):
+        if max_codes and n >= max_codes:
+            break
+        c = torch.from_numpy(codes.utterance(i))[None].to(device)
+        s = int(codes.speakers[i])
+        spk = torch.tensor([s if 0 <= s < prior.config.speakers else prior.config.speakers])
+        total += float(prior.nll(c, spk.to(device))) * c.shape[1]
+        n += c.shape[1]
+    prior.train()
+    bits = bits_per_code(total / n) if n else math.nan
+    return {"valid_bits_per_code": bits, "valid_codes": n}
+
+
+@dataclass
+class PriorTrainResult:
+    run_dir: Path
+    steps: int
+    model_path: Path  # the VQ-VAE with the prior inside
+    valid_bits_per_code: float  # nan without a validation split
+    seconds: float
+    interrupted: bool
+
+
+def train_prior(
+    corpus_dir: str | os.PathLike,
+    model_path: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    cfg: PriorTrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+    stop_after: int | None = None,
+) -> PriorTrainResult:
+    """Train (or, with `resume`, continue) a prior over the codes of the model at `model_path`.
+
+    As in `speechvq.train.train`: a resumed run keeps its own config except
+    `max_steps`; `stop_after` ends this call after that many steps (tests).
+    """
+    import speechvq
+
+    dist = Distributed.setup()
+    device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+    run_dir = Path(run_dir)
+    ckpt_path, run_json = run_dir / "checkpoint.pt", run_dir / "prior_run.json"
+    corpus = PreparedCorpus(corpus_dir)
+    vqvae = speechvq.load(model_path, device=str(device))  # its encoder extracts the codes
+    key = vqvae_hash(vqvae)
+    if ckpt_path.exists() and not resume:
+        raise SpeechVQError(f"{run_dir}: holds a run already (use --resume to continue it)")
+    if resume and not ckpt_path.exists():
+        raise SpeechVQError(f"{run_dir}: no checkpoint to resume from")
+    state = load_checkpoint(ckpt_path) if resume else None
+    if state is not None:
+        if run_json.exists() and json.loads(run_json.read_text())["model_hash"] != key:
+            raise SpeechVQError(f"{run_dir}: this run trains the prior of another model")
+        cfg = PriorTrainConfig(**json.loads(state["train_config"]))
+        prior_cfg = PriorConfig.from_dict(json.loads(state["model_config"]))
+    else:
+        K = vqvae.config.quantizer.codebook_size
+        prior_cfg = cfg.prior_config(K, len(vqvae.speakers))
+    if max_steps is not None:
+        cfg = dataclasses.replace(cfg, max_steps=max_steps)
+
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        extract_codes(vqvae, corpus, run_dir / "codes.npz", progress=progress)
+        run_json.write_text(json.dumps({"model_hash": key, "model": str(model_path)}, indent=2))
+        (run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    if dist.world > 1:
+        torch.distributed.barrier()
+    codes = extract_codes(vqvae, corpus, run_dir / "codes.npz", progress=False)
+
+    torch.manual_seed(cfg.seed)
+    prior = Prior(prior_cfg).to(device).train()
+    optimizer = torch.optim.Adam(prior.parameters(), lr=cfg.lr)
+    step, elapsed = restore(state, prior, optimizer)
+    net = dist.wrap(prior, device)
+    dtype = autocast_dtype(cfg.precision, device)
+    sampler = StreamSampler(codes["train"], prior_cfg, cfg)
+    log = CsvLog(run_dir / "log.csv") if dist.main else None
+    bar = None
+    if progress and dist.main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=step, unit="step", dynamic_ncols=True)
+
+    interrupted, bits = False, math.nan
+    t_last, codes_since, start_step = time.time(), 0, step
+
+    def check() -> float:
+        metrics = validate(prior, codes["valid"], cfg.valid_max_codes)
+        b = metrics["valid_bits_per_code"]
+        rate = b * vqvae.frame_rate
+        if metrics["valid_codes"]:  # a corpus without a validation split has no figure
+            log.write(step=step, elapsed=round(elapsed, 1), **metrics, valid_bitrate=rate)
+            if bar is not None:
+                bar.write(f"step {step}: valid {b:.3f} bits/code = {rate:.0f} bit/s")
+        _export(vqvae, prior, run_dir, step, elapsed, b, metrics["valid_codes"])
+        return b
+
+    with StopFlag() as flag:
+        while step < cfg.max_steps:
+            batch = {k: v.to(device) for k, v in sampler.batch(cfg.seed, step, dist.rank).items()}
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            t0 = time.time()
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = net(batch["prev"], batch["speaker"])  # (B, T, K)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["target"].flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(prior.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            elapsed += time.time() - t0
+            codes_since += batch["target"].numel() * dist.world
+            train_bits = bits_per_code(float(loss.detach()))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(bits=f"{train_bits:.3f}")
+            if log is not None and step % cfg.log_every == 0:
+                now = time.time()
+                rate = codes_since / max(now - t_last, 1e-9)
+                t_last, codes_since = now, 0
+                log.write(
+                    step=step,
+                    elapsed=round(elapsed, 1),
+                    loss=float(loss.detach()),
+                    bits_per_code=train_bits,
+                    grad_norm=grad_norm.item(),
+                    lr=lr_at(step, cfg),
+                    codes_per_s=round(rate, 1),
+                )
+            if dist.main and cfg.valid_every and step % cfg.valid_every == 0:
+                bits = check()
+            stopping = flag.stop or (stop_after is not None and step - start_step >= stop_after)
+            if dist.main and (step % cfg.checkpoint_every == 0 or stopping):
+                save_checkpoint(ckpt_path, prior, optimizer, step, cfg, {"elapsed": elapsed})
+            if stopping:
+                interrupted = step < cfg.max_steps
+                break
+    if bar is not None:
+        bar.close()
+    if dist.main:
+        if not interrupted:
+            save_checkpoint(ckpt_path, prior, optimizer, step, cfg, {"elapsed": elapsed})
+        if not (cfg.valid_every and step % cfg.valid_every == 0 and step > start_step):
+            bits = check()
+    if dist.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return PriorTrainResult(
+        run_dir, step, run_dir / "model.safetensors", bits, elapsed, interrupted
+    )
+
+
+def _export(
+    vqvae: Any, prior: Prior, run_dir: Path, step: int, elapsed: float, bits: float, n: int
+) -> None:
+    """Write the VQ-VAE with a copy of the prior inside, keeping the VQ-VAE's own metadata."""
+    own = {"format", "format_version", "package_version", "config"}
+    meta = {
+        k: v
+        for k, v in getattr(vqvae, "metadata", {}).items()
+        if k not in own and not k.startswith("prior_")
+    }
+    meta["prior_training_steps"] = str(step)
+    meta["prior_training_hours"] = f"{elapsed / 3600:.2f}"
+    if n:  # held-out figures, when the corpus has a validation split
+        meta["prior_bits_per_code"] = f"{bits:.4f}"
+        meta["prior_bitrate"] = f"{bits * vqvae.frame_rate:.1f}"
+        meta["prior_valid_codes"] = str(n)
+    vqvae.prior = copy.deepcopy(prior).to(next(vqvae.parameters()).device).eval()
+    try:
+        vqvae.save(run_dir / "model.safetensors", **meta)
+    finally:
+        vqvae.prior = None

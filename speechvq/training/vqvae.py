@@ -1,0 +1,414 @@
+"""Training the VQ-VAE on a prepared corpus: one CPU, one GPU, or many under torchrun.
+
+The data order is a pure function of (seed, step, rank): each step draws its
+random crops from `np.random.default_rng([seed, step, rank])`. A resumed run
+therefore sees exactly the batches the uninterrupted run would have, and,
+with the model, optimiser and torch RNG restored from the checkpoint, ends
+with the same weights.
+
+Checkpoints are written atomically (temp file, then rename) every
+`checkpoint_every` steps and on Ctrl-C or SIGTERM, so a kill at any moment
+leaves the previous checkpoint intact. Loading uses `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from speechvq.config import ModelConfig
+from speechvq.data.corpus import PreparedCorpus, Utterance
+from speechvq.errors import SpeechVQError
+from speechvq.models.precision import autocast_dtype
+from speechvq.training.checkpoint import load_checkpoint, restore, save_checkpoint
+from speechvq.training.config import config_from_yaml, merge
+from speechvq.training.distributed import Distributed
+from speechvq.training.loop import CsvLog, StopFlag, lr_at
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "small"
+    pitch: bool | None = None  # None: the preset's default
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of ModelConfig fields
+    batch_size: int = 6
+    crop_seconds: float = 0.5
+    lr: float = 2e-4  # VQ-VAE paper
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    max_steps: int = 100_000
+    log_every: int = 10
+    valid_every: int = 1000
+    valid_max_seconds: float = 0.0  # 0: the whole validation split
+    checkpoint_every: int = 200
+    export_every: int = 1000  # also write model.safetensors this often
+    seed: int = 0
+    precision: str = "auto"  # auto | bf16 | fp32
+    # Vocal-tract-length perturbation of the encoder's input (`speechvq.audio.augment`):
+    # envelope warp factors drawn from [1 - vtlp, 1 + vtlp]; 0 disables.
+    vtlp: float = 0.0
+    # Set by `train(init_from=...)`: the model file the run started from, and its
+    # own training steps/hours, so exported models report the total.
+    init_from: str | None = None
+    # What `--init-from` takes from its model: "all" (keep training it, its own
+    # config), "encoder" (its encoder, codebook, F0 predictor and pitch
+    # statistics; the decoder is built fresh from this config, e.g. a new kind)
+    # or "matching" (the model is built from this config; every tensor whose
+    # name and shape match is copied, the others start fresh, e.g. a new F0
+    # predictor under a trained encoder and decoder).
+    init_parts: str = "all"
+    base_steps: int = 0
+    base_hours: float = 0.0
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None, **overrides: Any) -> TrainConfig:
+        return config_from_yaml(cls, path, **overrides)
+
+    def model_config(self, speakers: list[str]) -> ModelConfig:
+        base = ModelConfig.preset(self.preset, speakers=speakers, pitch=self.pitch).to_dict()
+        return ModelConfig.from_dict(merge(base, self.model))
+
+
+class CropSampler:
+    """Batches of random hop-aligned crops, utterances drawn in proportion to their length."""
+
+    def __init__(self, corpus: PreparedCorpus, crop: int, batch_size: int, speakers: list[str]):
+        self.corpus = corpus
+        self.crop = crop
+        self.batch_size = batch_size
+        self.utts = [u for u in corpus.utterances("train") if u.length >= crop]
+        if not self.utts:
+            raise SpeechVQError(f"{corpus.path}: no training utterance is {crop} samples long")
+        weights = np.array([u.length for u in self.utts], dtype=np.float64)
+        self.p = weights / weights.sum()
+        self.spk = {s: i for i, s in enumerate(speakers)}
+
+    def batch(self, seed: int, step: int, rank: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([seed, step, rank])
+        picks = rng.choice(len(self.utts), size=self.batch_size, p=self.p)
+        crops = [self.corpus.random_crop(self.utts[i], self.crop, rng) for i in picks]
+        return {
+            "wave": torch.from_numpy(np.stack([c.audio for c in crops])),
+            "f0": torch.from_numpy(np.stack([c.f0 for c in crops])),
+            "speaker": torch.tensor([self.spk[self.utts[i].speaker] for i in picks]),
+        }
+
+
+def pitch_stats(corpus: PreparedCorpus, speakers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-speaker mean and std of log-F0 over voiced training frames `[S]`."""
+    by_spk: dict[str, list[np.ndarray]] = {s: [] for s in speakers}
+    for u in corpus.utterances("train"):
+        f0 = corpus.f0(u)
+        by_spk[u.speaker].append(np.log(f0[f0 > 0]))
+    all_voiced = np.concatenate([x for v in by_spk.values() for x in v] or [np.log([150.0])])
+    mean, std = [], []
+    for s in speakers:
+        x = np.concatenate(by_spk[s]) if by_spk[s] else np.zeros(0)
+        if x.size < 20:  # too little voiced speech: fall back to the corpus statistics
+            x = all_voiced
+        mean.append(x.mean())
+        std.append(max(x.std(), 0.05))
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+INIT_PARTS = ("all", "encoder", "matching")
+
+
+def copy_matching(src, dst) -> list[str]:
+    """Copy each tensor of `src` whose name and shape `dst` shares; returns those left fresh."""
+    theirs = src.state_dict()
+    own = dst.state_dict()
+    same = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    dst.load_state_dict(same, strict=False)
+    return [k for k in own if k not in same]
+
+
+ENCODER_PARTS = ("encoder.", "quantizer.", "pitch.", "logf0_mean", "logf0_std")
+
+
+def transplant_encoder(src, dst) -> None:
+    """Copy the encoder, codebook, F0 predictor and pitch statistics of `src` into `dst`."""
+    if src.pitch is None or dst.pitch is None:
+        raise SpeechVQError("init_parts: encoder needs the pitch path in both models")
+    own = dst.state_dict()
+    parts = {k: v for k, v in src.state_dict().items() if k.startswith(ENCODER_PARTS)}
+    for k, v in parts.items():
+        if k not in own or own[k].shape != v.shape:
+            raise SpeechVQError(f"init_parts: encoder: {k} does not fit the new model's config")
+    dst.load_state_dict(parts, strict=False)
+
+
+@torch.no_grad()
+def init_codebook(model, sampler: CropSampler, cfg: TrainConfig, device) -> None:
+    """k-means of the untrained encoder's outputs over the first batches (VQ init).
+
+    The batches come from their own seed stream, so the run's data order
+    (and thus resume) is unaffected.
+    """
+    want = model.config.quantizer.kmeans_vectors
+    vectors, i = [], 0
+    while sum(v.shape[0] for v in vectors) < want and i < 1000:
+        wave = sampler.batch(cfg.seed + 7919, i, 0)["wave"].to(device)
+        z = model.encoder(wave[:, None])  # (B, D, F)
+        vectors.append(z.transpose(1, 2).reshape(-1, z.shape[1]))
+        i += 1
+    model.quantizer.init_codebook(torch.cat(vectors)[:want])
+
+
+def perturb(wave: torch.Tensor, cfg: TrainConfig, step: int, rank: int) -> torch.Tensor | None:
+    """The encoder's augmented input `[B, T]` (VTLP), or None; drawn from (seed, step, rank)."""
+    if not cfg.vtlp:
+        return None
+    from speechvq.audio.augment import vtlp_factors, warp_envelope
+
+    gen = torch.Generator().manual_seed(
+        int(np.random.default_rng([cfg.seed, step, rank, 1]).integers(2**62))
+    )
+    return warp_envelope(wave, vtlp_factors(wave.shape[0], cfg.vtlp, gen).to(wave.device))
+
+
+@torch.no_grad()
+def validate(model, corpus: PreparedCorpus, speakers: list[str], cfg: TrainConfig, device, dtype):
+    """Loss and codebook usage over the validation split (whole utterances, in crops)."""
+    utts: list[Utterance] = corpus.utterances("valid")
+    crop = int(cfg.crop_seconds * 4 * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
+    budget = cfg.valid_max_seconds * corpus.sample_rate or math.inf
+    model.eval()
+    # The same random numbers at every check (the source-filter decoder's noise),
+    # without disturbing the training run's stream.
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        return _validate(model, corpus, utts, crop, budget, speakers, device, dtype)
+
+
+def _validate(model, corpus, utts, crop, budget, speakers, device, dtype) -> dict[str, float]:
+    totals = {"recon_loss": 0.0, "pitch_loss": 0.0, "samples": 0}
+    counts = torch.zeros(model.config.quantizer.codebook_size)
+    spk = {s: i for i, s in enumerate(speakers)}
+    for u in utts:
+        for start in range(0, u.length - corpus.hop_length * 4, crop):
+            if totals["samples"] >= budget:
+                break
+            c = corpus.crop(u, start, min(crop, u.length - start))
+            wave = torch.from_numpy(c.audio)[None].to(device)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                out = model(
+                    wave,
+                    torch.tensor([spk[u.speaker]], device=device),
+                    torch.from_numpy(c.f0)[None].to(device),
+                )
+            n = wave.shape[1]
+            totals["recon_loss"] += float(out.recon_loss) * n
+            totals["pitch_loss"] += float(out.pitch_loss) * n
+            totals["samples"] += n
+            counts += torch.bincount(out.codes.flatten().cpu(), minlength=counts.numel())
+    model.train()
+    n = max(totals["samples"], 1)
+    p = counts / counts.sum().clamp(min=1)
+    return {
+        "valid_recon_loss": totals["recon_loss"] / n,
+        "valid_pitch_loss": totals["pitch_loss"] / n,
+        "valid_perplexity": float(torch.exp(-(p * torch.log(p + 1e-10)).sum())),
+        "valid_codes_used": int((counts > 0).sum()),
+        "valid_seconds": totals["samples"] / corpus.sample_rate,
+    }
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    model_path: Path
+    last_loss: float
+    seconds: float
+    interrupted: bool
+
+
+def train(
+    corpus_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+    stop_after: int | None = None,
+    init_from: str | os.PathLike | None = None,
+) -> TrainResult:
+    """Train (or, with `resume`, continue) a model; returns where the exported model lies.
+
+    A resumed run keeps its own config (`cfg` is ignored) except `max_steps`,
+    which may extend it. `init_from` starts a new run from a model file's
+    weights, config and speaker table (a fresh optimiser; e.g. to go on
+    training a shipped model when its run folder is gone); its speakers must
+    be the corpus's. `stop_after` ends this call after that many steps as if
+    interrupted (tests).
+    """
+    from speechvq.files import remove_stale_temporaries
+    from speechvq.models.model import SpeechVQ
+
+    dist = Distributed.setup()
+    device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    corpus = PreparedCorpus(corpus_dir)
+    speakers = corpus.speakers
+
+    if ckpt_path.exists() and not resume:
+        raise SpeechVQError(f"{run_dir}: holds a run already (use --resume to continue it)")
+    if resume and not ckpt_path.exists():
+        raise SpeechVQError(f"{run_dir}: no checkpoint to resume from")
+    state = load_checkpoint(ckpt_path) if resume else None
+    if state is not None:
+        cfg = TrainConfig(**json.loads(state["train_config"]))
+        model_cfg = ModelConfig.from_dict(json.loads(state["model_config"]))
+    else:
+        model_cfg = cfg.model_config(speakers)
+    if max_steps is not None:
+        cfg = dataclasses.replace(cfg, max_steps=max_steps)
+    torch.manual_seed(cfg.seed)
+    base = None
+    if state is None and init_from is not None:
+        from speechvq.inference.loading import load
+
+        base = load(init_from)
+        if list(base.speakers) != speakers:
+            raise SpeechVQError(
+                f"{init_from}: its {len(base.speakers)} speakers are not the corpus's "
+                f"{len(speakers)}; --init-from needs the same speaker table"
+            )
+        if cfg.init_parts not in INIT_PARTS:
+            raise SpeechVQError(
+                f"init_parts must be one of {', '.join(INIT_PARTS)}, got {cfg.init_parts!r}"
+            )
+        if cfg.init_parts == "all":
+            model_cfg = base.config
+        cfg = dataclasses.replace(
+            cfg,
+            init_from=str(init_from),
+            base_steps=int(base.metadata.get("training_steps", 0)),
+            base_hours=float(base.metadata.get("training_hours", 0.0)),
+        )
+    model = SpeechVQ(model_cfg)
+    if base is not None and cfg.init_parts == "encoder":
+        transplant_encoder(base, model)
+    elif base is not None and cfg.init_parts == "matching":
+        fresh = copy_matching(base, model)
+        if fresh and dist.main:
+            names = ", ".join(fresh[:4])
+            print(f"init_parts matching: {len(fresh)} tensors start fresh ({names} ...)")
+    elif base is not None:  # a prior in the file is left out: new codes need a new prior
+        model.load_state_dict(
+            {k: v for k, v in base.state_dict().items() if not k.startswith("prior.")}
+        )
+    elif state is None and model.pitch is not None:
+        model.set_pitch_stats(*pitch_stats(corpus, speakers))
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, elapsed = restore(state, model, optimizer)
+    net = dist.wrap(model, device)
+    dtype = autocast_dtype(cfg.precision, device)
+    crop = int(cfg.crop_seconds * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
+    sampler = CropSampler(corpus, crop, cfg.batch_size, speakers)
+    if state is None and base is None and model_cfg.quantizer.kmeans_init:
+        init_codebook(model, sampler, cfg, device)
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("checkpoint.pt", "model.safetensors"):  # left by a SIGKILLed write
+            remove_stale_temporaries(run_dir / name)
+        (run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    log = CsvLog(run_dir / "log.csv") if dist.main else None
+    bar = None
+    if progress and dist.main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=step, unit="step", dynamic_ncols=True)
+
+    last_loss, interrupted = float("nan"), False
+    t_last, samples_since = time.time(), 0
+    start_step = step
+    with StopFlag() as flag:
+        while step < cfg.max_steps:
+            batch = {k: v.to(device) for k, v in sampler.batch(cfg.seed, step, dist.rank).items()}
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            t0 = time.time()
+            enc_in = perturb(batch["wave"], cfg, step, dist.rank)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                out = net(batch["wave"], batch["speaker"], batch["f0"], enc_in)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            elapsed += time.time() - t0
+            samples_since += batch["wave"].numel() * dist.world
+            last_loss = float(out.recon_loss.detach())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{last_loss:.3f}", ppl=f"{out.perplexity.item():.0f}")
+            if log is not None and step % cfg.log_every == 0:
+                now = time.time()
+                rate = samples_since / corpus.sample_rate / max(now - t_last, 1e-9)
+                t_last, samples_since = now, 0
+                log.write(
+                    step=step,
+                    elapsed=round(elapsed, 1),
+                    loss=out.loss.item(),
+                    recon_loss=last_loss,
+                    vq_loss=out.vq_loss.item(),
+                    pitch_loss=out.pitch_loss.item(),
+                    perplexity=out.perplexity.item(),
+                    usage=out.usage.item(),
+                    grad_norm=grad_norm.item(),
+                    lr=lr_at(step, cfg),
+                    audio_s_per_s=round(rate, 3),
+                )
+            if dist.main and cfg.valid_every and step % cfg.valid_every == 0:
+                metrics = validate(model, corpus, speakers, cfg, device, dtype)
+                log.write(step=step, elapsed=round(elapsed, 1), **metrics)
+                if bar is not None:
+                    bar.write(
+                        f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+                    )
+            stopping = flag.stop or (stop_after is not None and step - start_step >= stop_after)
+            if dist.main and (step % cfg.checkpoint_every == 0 or stopping):
+                save_checkpoint(ckpt_path, model, optimizer, step, cfg, {"elapsed": elapsed})
+            if dist.main and cfg.export_every and step % cfg.export_every == 0:
+                _export(model, run_dir, corpus, step, elapsed, cfg)
+            if stopping:
+                interrupted = step < cfg.max_steps
+                break
+    if bar is not None:
+        bar.close()
+    model_path = run_dir / "model.safetensors"
+    if dist.main:
+        if not interrupted:
+            save_checkpoint(ckpt_path, model, optimizer, step, cfg, {"elapsed": elapsed})
+        _export(model, run_dir, corpus, step, elapsed, cfg)
+    if dist.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return TrainResult(run_dir, step, model_path, last_loss, elapsed, interrupted)
+
+
+def _export(model, run_dir: Path, corpus: PreparedCorpus, step: int, elapsed: float, cfg) -> None:
+    """Write the run's model file; steps and hours count any model it started from."""
+    extra = {"initialized_from": cfg.init_from} if cfg.init_from else {}
+    model.save(
+        run_dir / "model.safetensors",
+        training_steps=str(cfg.base_steps + step),
+        training_hours=f"{cfg.base_hours + elapsed / 3600:.2f}",
+        trained_on=str(corpus.path),
+        **extra,
+    )
+    model.train()
