@@ -89,7 +89,7 @@ class PitchConfig:
 
 @dataclass(frozen=True)
 class SourceFilterConfig:
-    """The harmonic-plus-noise decoder (`speechvq.models.decoders.source_filter`): frame network and banks."""
+    """The harmonic-plus-noise decoder (`models.decoders.source_filter`): frame net and banks."""
 
     channels: int = 256
     layers: int = 8  # dilated residual blocks over frames (non-causal)

@@ -28,10 +28,10 @@ def run(
 
     `seconds_limit` shortens the input (tests use it: tiny models decode slowly).
     """
-    import speechvq
     from speechvq.audio.io import load_audio, save_audio
+    from speechvq.inference.loading import load
 
-    model = speechvq.load(model_name)
+    model = load(model_name)
     out_dir.mkdir(parents=True, exist_ok=True)
     wave, sr = load_audio(DEMO_INPUT)
     if seconds_limit is not None:

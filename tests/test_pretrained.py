@@ -26,6 +26,4 @@ def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "_verified", set())
     with pytest.raises(SpeechVQError, match="fails its sha256 check"):
         loading.resolve("small")
-    np.testing.assert_equal(
-        loading.resolve(tmp_path / name), tmp_path / name
-    )  # a path is a path
+    np.testing.assert_equal(loading.resolve(tmp_path / name), tmp_path / name)  # a path is a path

@@ -295,8 +295,8 @@ def _short_share(alignments: Iterable[Alignment], limit_s: float = 0.02) -> floa
 def _untrained(config: Any, seed: int) -> Any:
     import torch
 
-    import speechvq
+    from speechvq.models.model import SpeechVQ
 
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
         torch.manual_seed(seed)
-        return speechvq.SpeechVQ(config).eval()
+        return SpeechVQ(config).eval()

@@ -93,9 +93,9 @@ def check_output(path: Path, force: bool) -> None:
 
 
 def load_model(model: str | None):
-    import speechvq
+    from speechvq.inference.loading import load
 
-    return speechvq.load(model)
+    return load(model)
 
 
 def names(text: str) -> tuple[str, ...]:

@@ -118,8 +118,6 @@ def entropy_source(model: Any, name: str = "auto", speaker: str | None = None) -
     if name not in ENTROPY_MODELS:
         raise SpeechVQError(f"unknown entropy model {name!r} (one of: {', '.join(ENTROPY_MODELS)})")
     if name == "prior" or (name == "auto" and model.prior is not None):
-        from speechvq.inference.compression import PriorSource
-
         return PriorSource.for_model(model, speaker)
     return make_source("adaptive" if name == "auto" else name, model.config.quantizer.codebook_size)
 

@@ -2,13 +2,13 @@
 
 1. `extract_codes` encodes every utterance of the prepared corpus once with
    the VQ-VAE's encoder and caches the codes in `RUN_DIR/codes.npz`, keyed by
-   the VQ-VAE's hash (`bitstream.model_hash`): another model, or another
-   corpus, invalidates the cache.
-2. `train_prior` fits the prior with the VQ-VAE trainer's machinery
-   (`speechvq.training.vqvae`): data order a pure function of (seed, step, rank), so a
-   resumed run ends with the same weights; atomic checkpoints every N steps
-   and on Ctrl-C/SIGTERM; bf16 autocast where it pays; DDP under torchrun;
-   a CSV log and a progress bar.
+   the VQ-VAE's hash (`models.modelfile.model_hash`): another model, or
+   another corpus, invalidates the cache.
+2. `train_prior` fits the prior in the loop every trainer shares
+   (`speechvq.training.loop`), supplying only `PriorTask`: data order a pure
+   function of (seed, step, rank), so a resumed run ends with the same
+   weights; atomic checkpoints every N steps and on Ctrl-C/SIGTERM; bf16
+   autocast where it pays; DDP under torchrun; a CSV log and a progress bar.
 3. Each validation, and the end, writes `RUN_DIR/model.safetensors`: the
    VQ-VAE with the prior inside (`speechvq.load` brings it along as
    `model.prior`) and its held-out bits per code in the metadata.
@@ -28,7 +28,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,12 +38,11 @@ import torch.nn.functional as F
 
 from speechvq.data.corpus import SPLITS, PreparedCorpus
 from speechvq.errors import SpeechVQError
-from speechvq.models.precision import autocast_dtype
 from speechvq.models.prior import Prior, PriorConfig, bits_per_code
-from speechvq.training.checkpoint import load_checkpoint, restore, save_checkpoint
+from speechvq.training import loop
 from speechvq.training.config import config_from_yaml, merge
 from speechvq.training.distributed import Distributed
-from speechvq.training.loop import CsvLog, StopFlag, lr_at
+from speechvq.training.loop import open_run
 
 CACHE_FORMAT = "speechvq-codes-v1"
 
@@ -65,6 +63,7 @@ class PriorTrainConfig:
     valid_every: int = 250  # also exports model.safetensors
     valid_max_codes: int = 0  # 0: the whole validation split
     checkpoint_every: int = 100
+    export_every: int = 0  # also write model.safetensors this often (it is after each validation)
     seed: int = 0
     precision: str = "auto"  # auto | bf16 | fp32
 
@@ -247,23 +246,19 @@ def train_prior(
 ) -> PriorTrainResult:
     """Train (or, with `resume`, continue) a prior over the codes of the model at `model_path`.
 
-    As in `speechvq.train.train`: a resumed run keeps its own config except
-    `max_steps`; `stop_after` ends this call after that many steps (tests).
+    As in `speechvq.training.vqvae.train`: a resumed run keeps its own config
+    except `max_steps`; `stop_after` ends this call after that many steps (tests).
     """
-    import speechvq
+    from speechvq.inference.loading import load
 
     dist = Distributed.setup()
     device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
     run_dir = Path(run_dir)
-    ckpt_path, run_json = run_dir / "checkpoint.pt", run_dir / "prior_run.json"
+    run_json = run_dir / "prior_run.json"
     corpus = PreparedCorpus(corpus_dir)
-    vqvae = speechvq.load(model_path, device=str(device))  # its encoder extracts the codes
+    vqvae = load(model_path, device=str(device))  # its encoder extracts the codes
     key = vqvae_hash(vqvae)
-    if ckpt_path.exists() and not resume:
-        raise SpeechVQError(f"{run_dir}: holds a run already (use --resume to continue it)")
-    if resume and not ckpt_path.exists():
-        raise SpeechVQError(f"{run_dir}: no checkpoint to resume from")
-    state = load_checkpoint(ckpt_path) if resume else None
+    state = open_run(run_dir, resume)
     if state is not None:
         if run_json.exists() and json.loads(run_json.read_text())["model_hash"] != key:
             raise SpeechVQError(f"{run_dir}: this run trains the prior of another model")
@@ -279,93 +274,56 @@ def train_prior(
         run_dir.mkdir(parents=True, exist_ok=True)
         extract_codes(vqvae, corpus, run_dir / "codes.npz", progress=progress)
         run_json.write_text(json.dumps({"model_hash": key, "model": str(model_path)}, indent=2))
-        (run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     if dist.world > 1:
         torch.distributed.barrier()
     codes = extract_codes(vqvae, corpus, run_dir / "codes.npz", progress=False)
 
     torch.manual_seed(cfg.seed)
-    prior = Prior(prior_cfg).to(device).train()
-    optimizer = torch.optim.Adam(prior.parameters(), lr=cfg.lr)
-    step, elapsed = restore(state, prior, optimizer)
-    net = dist.wrap(prior, device)
-    dtype = autocast_dtype(cfg.precision, device)
-    sampler = StreamSampler(codes["train"], prior_cfg, cfg)
-    log = CsvLog(run_dir / "log.csv") if dist.main else None
-    bar = None
-    if progress and dist.main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.max_steps, initial=step, unit="step", dynamic_ncols=True)
-
-    interrupted, bits = False, math.nan
-    t_last, codes_since, start_step = time.time(), 0, step
-
-    def check() -> float:
-        metrics = validate(prior, codes["valid"], cfg.valid_max_codes)
-        b = metrics["valid_bits_per_code"]
-        rate = b * vqvae.frame_rate
-        if metrics["valid_codes"]:  # a corpus without a validation split has no figure
-            log.write(step=step, elapsed=round(elapsed, 1), **metrics, valid_bitrate=rate)
-            if bar is not None:
-                bar.write(f"step {step}: valid {b:.3f} bits/code = {rate:.0f} bit/s")
-        _export(vqvae, prior, run_dir, step, elapsed, b, metrics["valid_codes"])
-        return b
-
-    with StopFlag() as flag:
-        while step < cfg.max_steps:
-            batch = {k: v.to(device) for k, v in sampler.batch(cfg.seed, step, dist.rank).items()}
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            t0 = time.time()
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = net(batch["prev"], batch["speaker"])  # (B, T, K)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["target"].flatten())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(prior.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            elapsed += time.time() - t0
-            codes_since += batch["target"].numel() * dist.world
-            train_bits = bits_per_code(float(loss.detach()))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(bits=f"{train_bits:.3f}")
-            if log is not None and step % cfg.log_every == 0:
-                now = time.time()
-                rate = codes_since / max(now - t_last, 1e-9)
-                t_last, codes_since = now, 0
-                log.write(
-                    step=step,
-                    elapsed=round(elapsed, 1),
-                    loss=float(loss.detach()),
-                    bits_per_code=train_bits,
-                    grad_norm=grad_norm.item(),
-                    lr=lr_at(step, cfg),
-                    codes_per_s=round(rate, 1),
-                )
-            if dist.main and cfg.valid_every and step % cfg.valid_every == 0:
-                bits = check()
-            stopping = flag.stop or (stop_after is not None and step - start_step >= stop_after)
-            if dist.main and (step % cfg.checkpoint_every == 0 or stopping):
-                save_checkpoint(ckpt_path, prior, optimizer, step, cfg, {"elapsed": elapsed})
-            if stopping:
-                interrupted = step < cfg.max_steps
-                break
-    if bar is not None:
-        bar.close()
-    if dist.main:
-        if not interrupted:
-            save_checkpoint(ckpt_path, prior, optimizer, step, cfg, {"elapsed": elapsed})
-        if not (cfg.valid_every and step % cfg.valid_every == 0 and step > start_step):
-            bits = check()
-    if dist.world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    task = PriorTask(Prior(prior_cfg).to(device).train(), vqvae, codes, cfg, run_dir)
+    r = loop.run(task, cfg, run_dir, dist, device, state, progress=progress, stop_after=stop_after)
     return PriorTrainResult(
-        run_dir, step, run_dir / "model.safetensors", bits, elapsed, interrupted
+        run_dir, r.steps, run_dir / "model.safetensors", task.bits, r.elapsed, r.interrupted
     )
+
+
+class PriorTask:
+    """The prior's part of the loop (`speechvq.training.loop.Task`): code streams in,
+    cross-entropy out; held-out bits per code go into the exported file."""
+
+    throughput = "codes_per_s"
+
+    def __init__(self, prior: Prior, vqvae: Any, codes: dict, cfg: PriorTrainConfig, run_dir):
+        self.module, self.vqvae, self.codes = prior, vqvae, codes
+        self.cfg, self.run_dir = cfg, run_dir
+        self.sampler = StreamSampler(codes["train"], prior.config, cfg)
+        self.bits, self.valid_codes = math.nan, 0  # the last validation's
+
+    def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
+        return self.sampler.batch(self.cfg.seed, step, rank)
+
+    def step(self, net, batch, step: int, rank: int, autocast) -> loop.Step:
+        with autocast():
+            logits = net(batch["prev"], batch["speaker"])  # (B, T, K)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["target"].flatten())
+        bits = bits_per_code(float(loss.detach()))
+        return loop.Step(
+            loss=loss,
+            amount=float(batch["target"].numel()),
+            postfix={"bits": f"{bits:.3f}"},
+            figures=lambda: {"loss": float(loss.detach()), "bits_per_code": bits},
+        )
+
+    def validate(self, step: int, elapsed: float) -> tuple[dict[str, float], str | None]:
+        metrics = validate(self.module, self.codes["valid"], self.cfg.valid_max_codes)
+        self.bits, self.valid_codes = metrics["valid_bits_per_code"], metrics["valid_codes"]
+        if not self.valid_codes:  # a corpus without a validation split has no figure
+            return {}, None
+        rate = self.bits * self.vqvae.frame_rate
+        line = f"step {step}: valid {self.bits:.3f} bits/code = {rate:.0f} bit/s"
+        return {**metrics, "valid_bitrate": rate}, line
+
+    def export(self, step: int, elapsed: float) -> None:
+        _export(self.vqvae, self.module, self.run_dir, step, elapsed, self.bits, self.valid_codes)
 
 
 def _export(

@@ -6,9 +6,10 @@ therefore sees exactly the batches the uninterrupted run would have, and,
 with the model, optimiser and torch RNG restored from the checkpoint, ends
 with the same weights.
 
-Checkpoints are written atomically (temp file, then rename) every
-`checkpoint_every` steps and on Ctrl-C or SIGTERM, so a kill at any moment
-leaves the previous checkpoint intact. Loading uses `weights_only=True`.
+This module supplies the VQ-VAE's part (`VQVAETask`: crops, the loss,
+validation, export) and its start (`--init-from`, pitch statistics, k-means
+codebook); the loop itself, with resume, atomic checkpoints on SIGTERM, DDP,
+progress and logging, is `speechvq.training.loop`, shared with the prior.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,10 @@ from speechvq.config import ModelConfig
 from speechvq.data.corpus import PreparedCorpus, Utterance
 from speechvq.errors import SpeechVQError
 from speechvq.models.precision import autocast_dtype
-from speechvq.training.checkpoint import load_checkpoint, restore, save_checkpoint
+from speechvq.training import loop
 from speechvq.training.config import config_from_yaml, merge
 from speechvq.training.distributed import Distributed
-from speechvq.training.loop import CsvLog, StopFlag, lr_at
+from speechvq.training.loop import open_run
 
 
 @dataclass(frozen=True)
@@ -253,152 +253,119 @@ def train(
     be the corpus's. `stop_after` ends this call after that many steps as if
     interrupted (tests).
     """
-    from speechvq.files import remove_stale_temporaries
-    from speechvq.models.model import SpeechVQ
-
     dist = Distributed.setup()
     device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
     corpus = PreparedCorpus(corpus_dir)
-    speakers = corpus.speakers
-
-    if ckpt_path.exists() and not resume:
-        raise SpeechVQError(f"{run_dir}: holds a run already (use --resume to continue it)")
-    if resume and not ckpt_path.exists():
-        raise SpeechVQError(f"{run_dir}: no checkpoint to resume from")
-    state = load_checkpoint(ckpt_path) if resume else None
+    state = open_run(run_dir, resume)
     if state is not None:
         cfg = TrainConfig(**json.loads(state["train_config"]))
         model_cfg = ModelConfig.from_dict(json.loads(state["model_config"]))
     else:
-        model_cfg = cfg.model_config(speakers)
+        model_cfg = cfg.model_config(corpus.speakers)
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, max_steps=max_steps)
     torch.manual_seed(cfg.seed)
     base = None
     if state is None and init_from is not None:
-        from speechvq.inference.loading import load
-
-        base = load(init_from)
-        if list(base.speakers) != speakers:
-            raise SpeechVQError(
-                f"{init_from}: its {len(base.speakers)} speakers are not the corpus's "
-                f"{len(speakers)}; --init-from needs the same speaker table"
-            )
-        if cfg.init_parts not in INIT_PARTS:
-            raise SpeechVQError(
-                f"init_parts must be one of {', '.join(INIT_PARTS)}, got {cfg.init_parts!r}"
-            )
+        base, cfg = _base_model(init_from, corpus, cfg)
         if cfg.init_parts == "all":
             model_cfg = base.config
-        cfg = dataclasses.replace(
-            cfg,
-            init_from=str(init_from),
-            base_steps=int(base.metadata.get("training_steps", 0)),
-            base_hours=float(base.metadata.get("training_hours", 0.0)),
+    model = _build_model(model_cfg, base, cfg, corpus, fresh=state is None, verbose=dist.main)
+    model.to(device).train()
+    task = VQVAETask(model, corpus, cfg, run_dir, device)
+    if state is None and base is None and model_cfg.quantizer.kmeans_init:
+        init_codebook(model, task.sampler, cfg, device)
+    r = loop.run(task, cfg, run_dir, dist, device, state, progress=progress, stop_after=stop_after)
+    last_loss = float(r.last.figures()["recon_loss"]) if r.last is not None else float("nan")
+    return TrainResult(
+        run_dir, r.steps, run_dir / "model.safetensors", last_loss, r.elapsed, r.interrupted
+    )
+
+
+def _base_model(init_from, corpus: PreparedCorpus, cfg: TrainConfig) -> tuple[Any, TrainConfig]:
+    """The `--init-from` model, checked against the corpus, and the config that records it."""
+    from speechvq.inference.loading import load
+
+    base = load(init_from)
+    if list(base.speakers) != corpus.speakers:
+        raise SpeechVQError(
+            f"{init_from}: its {len(base.speakers)} speakers are not the corpus's "
+            f"{len(corpus.speakers)}; --init-from needs the same speaker table"
         )
+    if cfg.init_parts not in INIT_PARTS:
+        raise SpeechVQError(
+            f"init_parts must be one of {', '.join(INIT_PARTS)}, got {cfg.init_parts!r}"
+        )
+    return base, dataclasses.replace(
+        cfg,
+        init_from=str(init_from),
+        base_steps=int(base.metadata.get("training_steps", 0)),
+        base_hours=float(base.metadata.get("training_hours", 0.0)),
+    )
+
+
+def _build_model(model_cfg, base, cfg: TrainConfig, corpus, *, fresh: bool, verbose: bool):
+    """A new `SpeechVQ`, started from `base` as `cfg.init_parts` says, or with the
+    corpus's pitch statistics when it starts from scratch."""
+    from speechvq.models.model import SpeechVQ
+
     model = SpeechVQ(model_cfg)
     if base is not None and cfg.init_parts == "encoder":
         transplant_encoder(base, model)
     elif base is not None and cfg.init_parts == "matching":
-        fresh = copy_matching(base, model)
-        if fresh and dist.main:
-            names = ", ".join(fresh[:4])
-            print(f"init_parts matching: {len(fresh)} tensors start fresh ({names} ...)")
+        fresh_names = copy_matching(base, model)
+        if fresh_names and verbose:
+            names = ", ".join(fresh_names[:4])
+            print(f"init_parts matching: {len(fresh_names)} tensors start fresh ({names} ...)")
     elif base is not None:  # a prior in the file is left out: new codes need a new prior
         model.load_state_dict(
             {k: v for k, v in base.state_dict().items() if not k.startswith("prior.")}
         )
-    elif state is None and model.pitch is not None:
-        model.set_pitch_stats(*pitch_stats(corpus, speakers))
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, elapsed = restore(state, model, optimizer)
-    net = dist.wrap(model, device)
-    dtype = autocast_dtype(cfg.precision, device)
-    crop = int(cfg.crop_seconds * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
-    sampler = CropSampler(corpus, crop, cfg.batch_size, speakers)
-    if state is None and base is None and model_cfg.quantizer.kmeans_init:
-        init_codebook(model, sampler, cfg, device)
-    if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("checkpoint.pt", "model.safetensors"):  # left by a SIGKILLed write
-            remove_stale_temporaries(run_dir / name)
-        (run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    log = CsvLog(run_dir / "log.csv") if dist.main else None
-    bar = None
-    if progress and dist.main:
-        from tqdm import tqdm
+    elif fresh and model.pitch is not None:
+        model.set_pitch_stats(*pitch_stats(corpus, corpus.speakers))
+    return model
 
-        bar = tqdm(total=cfg.max_steps, initial=step, unit="step", dynamic_ncols=True)
 
-    last_loss, interrupted = float("nan"), False
-    t_last, samples_since = time.time(), 0
-    start_step = step
-    with StopFlag() as flag:
-        while step < cfg.max_steps:
-            batch = {k: v.to(device) for k, v in sampler.batch(cfg.seed, step, dist.rank).items()}
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            t0 = time.time()
-            enc_in = perturb(batch["wave"], cfg, step, dist.rank)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                out = net(batch["wave"], batch["speaker"], batch["f0"], enc_in)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            elapsed += time.time() - t0
-            samples_since += batch["wave"].numel() * dist.world
-            last_loss = float(out.recon_loss.detach())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.3f}", ppl=f"{out.perplexity.item():.0f}")
-            if log is not None and step % cfg.log_every == 0:
-                now = time.time()
-                rate = samples_since / corpus.sample_rate / max(now - t_last, 1e-9)
-                t_last, samples_since = now, 0
-                log.write(
-                    step=step,
-                    elapsed=round(elapsed, 1),
-                    loss=out.loss.item(),
-                    recon_loss=last_loss,
-                    vq_loss=out.vq_loss.item(),
-                    pitch_loss=out.pitch_loss.item(),
-                    perplexity=out.perplexity.item(),
-                    usage=out.usage.item(),
-                    grad_norm=grad_norm.item(),
-                    lr=lr_at(step, cfg),
-                    audio_s_per_s=round(rate, 3),
-                )
-            if dist.main and cfg.valid_every and step % cfg.valid_every == 0:
-                metrics = validate(model, corpus, speakers, cfg, device, dtype)
-                log.write(step=step, elapsed=round(elapsed, 1), **metrics)
-                if bar is not None:
-                    bar.write(
-                        f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-                    )
-            stopping = flag.stop or (stop_after is not None and step - start_step >= stop_after)
-            if dist.main and (step % cfg.checkpoint_every == 0 or stopping):
-                save_checkpoint(ckpt_path, model, optimizer, step, cfg, {"elapsed": elapsed})
-            if dist.main and cfg.export_every and step % cfg.export_every == 0:
-                _export(model, run_dir, corpus, step, elapsed, cfg)
-            if stopping:
-                interrupted = step < cfg.max_steps
-                break
-    if bar is not None:
-        bar.close()
-    model_path = run_dir / "model.safetensors"
-    if dist.main:
-        if not interrupted:
-            save_checkpoint(ckpt_path, model, optimizer, step, cfg, {"elapsed": elapsed})
-        _export(model, run_dir, corpus, step, elapsed, cfg)
-    if dist.world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return TrainResult(run_dir, step, model_path, last_loss, elapsed, interrupted)
+class VQVAETask:
+    """The VQ-VAE's part of the loop (`speechvq.training.loop.Task`): crops in, losses out."""
+
+    throughput = "audio_s_per_s"
+
+    def __init__(self, model, corpus: PreparedCorpus, cfg: TrainConfig, run_dir: Path, device):
+        self.module = model
+        self.corpus, self.cfg, self.run_dir, self.device = corpus, cfg, run_dir, device
+        crop = int(cfg.crop_seconds * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
+        self.sampler = CropSampler(corpus, crop, cfg.batch_size, corpus.speakers)
+
+    def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
+        return self.sampler.batch(self.cfg.seed, step, rank)
+
+    def step(self, net, batch, step: int, rank: int, autocast) -> loop.Step:
+        enc_in = perturb(batch["wave"], self.cfg, step, rank)
+        with autocast():
+            out = net(batch["wave"], batch["speaker"], batch["f0"], enc_in)
+        return loop.Step(
+            loss=out.loss,
+            amount=batch["wave"].numel() / self.corpus.sample_rate,
+            postfix={"loss": f"{out.recon_loss.item():.3f}", "ppl": f"{out.perplexity.item():.0f}"},
+            figures=lambda: {
+                "loss": out.loss.item(),
+                "recon_loss": float(out.recon_loss.detach()),
+                "vq_loss": out.vq_loss.item(),
+                "pitch_loss": out.pitch_loss.item(),
+                "perplexity": out.perplexity.item(),
+                "usage": out.usage.item(),
+            },
+        )
+
+    def validate(self, step: int, elapsed: float) -> tuple[dict[str, float], str]:
+        dtype = autocast_dtype(self.cfg.precision, self.device)
+        m = validate(self.module, self.corpus, self.corpus.speakers, self.cfg, self.device, dtype)
+        return m, f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items())
+
+    def export(self, step: int, elapsed: float) -> None:
+        _export(self.module, self.run_dir, self.corpus, step, elapsed, self.cfg)
 
 
 def _export(model, run_dir: Path, corpus: PreparedCorpus, step: int, elapsed: float, cfg) -> None:

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 
 from speechvq.models.pitch import harmonic_source
-
-if TYPE_CHECKING:
-    from speechvq.models.decoders.synthesis import Synthesizer
 
 
 class HarmonicFrames:
@@ -128,7 +125,7 @@ def crossfade_windows(n: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate_folded(
-    syn: Synthesizer,
+    syn: Any,  # the decoder's `synthesis.Synthesizer`
     decoder,
     cond: torch.Tensor,
     f0: torch.Tensor | None,
