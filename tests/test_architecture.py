@@ -111,5 +111,6 @@ def test_no_import_cycles():
 def test_the_checks_see_lazy_imports(tmp_path):
     """A function-level import is read like a top-level one (so the checks can fail)."""
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from speechvq.cli.common import app\n    import speechvq.data\n")
+    lines = ["def f():", "    from speechvq.cli.common import app", "    import speechvq.data"]
+    source.write_text("\n".join(lines) + "\n")
     assert _imports(source) == {"speechvq.cli.common", "speechvq.data"}
