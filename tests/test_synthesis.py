@@ -20,7 +20,7 @@ from speechvq.models.decoders.folding import (
     crossfade_windows,
     plan_segments,
 )
-from speechvq.models.decoders.mulaw_wavenet import Decoder
+from speechvq.models.decoders.mulaw_wavenet import MulawWaveNetDecoder
 from speechvq.models.decoders.synthesis import Synthesizer
 from speechvq.models.decoders.synthesis_numba import numba_kernel
 
@@ -41,16 +41,16 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def make_decoder(preset: str, pitch: bool, **wavenet) -> Decoder:
+def make_decoder(preset: str, pitch: bool, **wavenet) -> MulawWaveNetDecoder:
     torch.manual_seed(0)
     cfg = ModelConfig.preset(preset, speakers=["a", "b"], pitch=pitch)
     if wavenet:
         wn = dataclasses.replace(cfg.decoder.wavenet, **wavenet)
         cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, wavenet=wn))
-    return Decoder(cfg).eval()
+    return MulawWaveNetDecoder(cfg).eval()
 
 
-def random_inputs(dec: Decoder, batch: int, frames: int, seed: int = 1):
+def random_inputs(dec: MulawWaveNetDecoder, batch: int, frames: int, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     T = frames * dec.hop
     cond = torch.randn(batch, frames, dec.cfg.decoder.cond_channels, generator=g)
@@ -81,7 +81,7 @@ def test_teacher_forced_engine_equals_parallel_forward(
     assert (got - ref).abs().max().item() < 1e-4
 
 
-def reference_generate(dec: Decoder, cond, source) -> torch.Tensor:
+def reference_generate(dec: MulawWaveNetDecoder, cond, source) -> torch.Tensor:
     """The plain loop over `WaveNet.step` with argmax sampling (the slow reference)."""
     B, T = cond.shape[0], cond.shape[1] * dec.hop
     q = dec.cfg.decoder.quantization_channels

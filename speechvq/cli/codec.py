@@ -97,14 +97,6 @@ def speakers(model: str | None = ModelOpt):
             typer.echo(name)
 
 
-def _decoder_line(cfg) -> str:
-    if cfg.decoder.kind == "source-filter":
-        sf = cfg.decoder.source_filter
-        return f"source-filter (harmonic-plus-noise, {sf.harmonics} harmonics, {sf.layers} layers)"
-    w = cfg.decoder.wavenet
-    return f"WaveNet ({w.layers} layers, receptive field {w.receptive_field} samples)"
-
-
 @app.command()
 def info(model: str | None = ModelOpt):
     """Describe a model: rates, codebook, bitrate, size, training."""
@@ -116,7 +108,7 @@ def info(model: str | None = ModelOpt):
             ("hop", f"{cfg.hop_length} samples ({cfg.frame_rate:g} frames/s)"),
             ("codebook", f"K = {cfg.quantizer.codebook_size}, D = {cfg.quantizer.dim}"),
             ("nominal bitrate", f"{cfg.nominal_bitrate:g} bit/s"),
-            ("decoder", _decoder_line(cfg)),
+            ("decoder", m.decoder.describe()),
             ("pitch path", "on" if cfg.pitch.enabled else "off"),
             ("speakers", str(len(cfg.speakers))),
             ("parameters", f"{m.num_parameters():,}"),

@@ -13,17 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from speechvq.audio.io import resample
-from speechvq.audio.mulaw import deemphasis, mulaw_encode
 from speechvq.config import ModelConfig
 from speechvq.errors import SpeechVQError
+from speechvq.models.decoders import make_decoder
+from speechvq.models.decoders.base import SynthesisOptions
 from speechvq.models.decoders.folding import FoldConfig
-from speechvq.models.decoders.mulaw_wavenet import Decoder
-from speechvq.models.decoders.source_filter import SourceFilterDecoder, spectral_loss
-from speechvq.models.decoders.synthesis import synthesize
 from speechvq.models.encoder import Encoder
 from speechvq.models.pitch import PitchPredictor
 from speechvq.models.quantizer import VectorQuantizer
@@ -48,10 +45,7 @@ class SpeechVQ(nn.Module):
         self.config = config
         self.encoder = Encoder(config.encoder)
         self.quantizer = VectorQuantizer(config.quantizer)
-        if config.decoder.kind == "source-filter":
-            self.decoder = SourceFilterDecoder(config)
-        else:
-            self.decoder = Decoder(config)
+        self.decoder = make_decoder(config)  # one of `speechvq.models.decoders.DECODERS`
         n_spk = max(1, len(config.speakers))
         if config.pitch.enabled:
             self.pitch = PitchPredictor(config.encoder.latent_dim, config.pitch)
@@ -113,35 +107,10 @@ class SpeechVQ(nn.Module):
         of `wave` (an augmented copy, see `speechvq.audio.augment`); `wave` stays
         the target.
         """
-        B, T = wave.shape
-        dec = self.config.decoder
         z = self.encoder((wave if encoder_input is None else encoder_input)[:, None])  # (B, D, F)
         q = self.quantizer(z)
-        if isinstance(self.decoder, SourceFilterDecoder):
-            return self._forward_source_filter(wave, speaker, f0, q)
-        target_wave = wave
-        if dec.preemphasis:
-            target_wave = torch.cat(
-                [wave[:, :1], wave[:, 1:] - dec.preemphasis * wave[:, :-1]], dim=1
-            )
-        target = mulaw_encode(target_wave.float(), dec.quantization_channels)  # (B, T)
-        prev = F.pad(target[:, :-1], (1, 0), value=dec.quantization_channels // 2)
         pitch_loss = self._pitch_loss(q.quantized, f0, speaker)
-        source = None
-        if self.pitch is not None:
-            phase = 2 * math.pi * torch.rand(B, device=wave.device)
-            source = self.decoder.source(f0, phase)
-        cond = self.decoder.conditioning(q.quantized, speaker, f0)
-        logits = self.decoder(prev, cond, source)  # (B, T, Q)
-        recon = F.cross_entropy(logits.reshape(B * T, -1).float(), target.reshape(B * T))
-        loss = recon + q.loss + pitch_loss
-        return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
-
-    def _forward_source_filter(self, wave, speaker, f0, q) -> ModelOutput:
-        """Spectral loss of the harmonic-plus-noise decoder driven by the tracker's F0."""
-        pitch_loss = self._pitch_loss(q.quantized, f0, speaker)  # checks F0 is given
-        out = self.decoder(q.quantized, speaker, f0)  # (B, T)
-        recon = spectral_loss(out, wave)
+        recon = self.decoder.reconstruction_loss(wave, q.quantized, speaker, f0)
         loss = recon + q.loss + pitch_loss
         return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
 
@@ -242,16 +211,8 @@ class SpeechVQ(nn.Module):
                 f0_t = torch.as_tensor(np.asarray(f0, dtype=np.float32)[None], device=self._device)
             else:
                 f0_t = self.predict_f0(latents, spk)
-        if isinstance(self.decoder, SourceFilterDecoder):  # parallel: exact, fold don't apply
-            gen = torch.Generator(device=self._device)
-            gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
-            wave = self.decoder(latents, spk, f0_t, gen)[0].cpu().numpy()
-            return wave.astype(np.float32)
-        cond = self.decoder.conditioning(latents, spk, f0_t)
-        wave = synthesize(
-            self.decoder, cond, f0_t, temperature=temperature, seed=seed, exact=exact, fold=fold
-        )
-        return deemphasis(wave, self.config.decoder.preemphasis).astype(np.float32)
+        options = SynthesisOptions(temperature=temperature, seed=seed, exact=exact, fold=fold)
+        return self.decoder.synthesize(latents, spk, f0_t, options)
 
     def predict_f0(self, latents: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
         """Predicted F0 `[B, F]` in Hz at the speakers' pitch level, for latents `[B, D, F]`."""

@@ -13,15 +13,23 @@ the pitch path, a 1x1 projection of the harmonic source at this sample.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from speechvq.audio.mulaw import deemphasis, mulaw_encode
 from speechvq.config import ModelConfig
+from speechvq.models.decoders.base import Decoder, SynthesisOptions
 from speechvq.models.pitch import harmonic_source, pitch_features
 from speechvq.models.wavenet import WaveNet
 
 
-class Decoder(nn.Module):
+class MulawWaveNetDecoder(Decoder):
+    """Teacher-forced logits in training; incremental (or folded) sampling to decode."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         dec = cfg.decoder
@@ -71,6 +79,39 @@ class Decoder(nn.Module):
     ) -> torch.Tensor:
         """Teacher-forced logits `[B, T, Q]`; `prev[:, t]` is the sample before t."""
         return self.wavenet(self.inputs(prev, source), cond)
+
+    def reconstruction_loss(self, wave, latents, speaker, f0) -> torch.Tensor:
+        """Cross-entropy of the mu-law targets, nats per sample (teacher forcing)."""
+        B, T = wave.shape
+        dec = self.cfg.decoder
+        target_wave = wave
+        if dec.preemphasis:
+            target_wave = torch.cat(
+                [wave[:, :1], wave[:, 1:] - dec.preemphasis * wave[:, :-1]], dim=1
+            )
+        target = mulaw_encode(target_wave.float(), dec.quantization_channels)  # (B, T)
+        prev = F.pad(target[:, :-1], (1, 0), value=dec.quantization_channels // 2)
+        source = None
+        if self.source_proj is not None:
+            phase = 2 * math.pi * torch.rand(B, device=wave.device)
+            source = self.source(f0, phase)
+        logits = self(prev, self.conditioning(latents, speaker, f0), source)  # (B, T, Q)
+        return F.cross_entropy(logits.reshape(B * T, -1).float(), target.reshape(B * T))
+
+    def synthesize(self, latents, speaker, f0, options: SynthesisOptions) -> np.ndarray:
+        """Sampled speech, de-emphasised (`speechvq.models.decoders.synthesis.synthesize`)."""
+        from speechvq.models.decoders.synthesis import synthesize
+
+        cond = self.conditioning(latents, speaker, f0)
+        o = options
+        wave = synthesize(
+            self, cond, f0, temperature=o.temperature, seed=o.seed, exact=o.exact, fold=o.fold
+        )
+        return deemphasis(wave, self.cfg.decoder.preemphasis).astype(np.float32)
+
+    def describe(self) -> str:
+        w = self.cfg.decoder.wavenet
+        return f"WaveNet ({w.layers} layers, receptive field {w.receptive_field} samples)"
 
     @torch.no_grad()
     def generate(

@@ -27,11 +27,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from speechvq.config import ModelConfig
+from speechvq.models.decoders.base import Decoder, SynthesisOptions
 from speechvq.models.frame_net import FrameNet
 from speechvq.models.pitch import pitch_features
 
@@ -55,7 +57,7 @@ class Controls:
     f0: torch.Tensor  # [B, F] Hz, 0 = unvoiced
 
 
-class SourceFilterDecoder(nn.Module):
+class SourceFilterDecoder(Decoder):
     """Latents `[B, D, F]`, speakers `[B]` and F0 `[B, F]` to a waveform `[B, F * hop]`."""
 
     def __init__(self, cfg: ModelConfig):
@@ -104,6 +106,21 @@ class SourceFilterDecoder(nn.Module):
     ) -> torch.Tensor:
         """The waveform `[B, F * hop]` (float32); the noise comes from `generator`."""
         return self.render(self.controls(latents, speaker, f0), generator)
+
+    def reconstruction_loss(self, wave, latents, speaker, f0) -> torch.Tensor:
+        """The multi-resolution STFT loss of the output driven by the tracker's F0."""
+        return spectral_loss(self(latents, speaker, f0), wave)
+
+    def synthesize(self, latents, speaker, f0, options: SynthesisOptions) -> np.ndarray:
+        """One parallel pass; `options.seed` sets the noise (the rest are WaveNet options)."""
+        gen = torch.Generator(device=latents.device)
+        seed = options.seed
+        gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+        return self(latents, speaker, f0, gen)[0].cpu().numpy().astype(np.float32)
+
+    def describe(self) -> str:
+        sf = self.cfg.decoder.source_filter
+        return f"source-filter (harmonic-plus-noise, {sf.harmonics} harmonics, {sf.layers} layers)"
 
     def render(
         self, c: Controls, generator: torch.Generator | None = None, chunk_frames: int = 2500
