@@ -179,19 +179,19 @@ class ModelConfig:
         """Rebuild from `to_dict` output; unknown keys are an error, missing ones default."""
         d = dict(d)
         dec = dict(d.pop("decoder", {}))
-        wavenet = _build(WaveNetConfig, dec.pop("wavenet", {}))
-        source_filter = _build(SourceFilterConfig, dec.pop("source_filter", {}))
-        return _build(
+        wavenet = build_dataclass(WaveNetConfig, dec.pop("wavenet", {}))
+        source_filter = build_dataclass(SourceFilterConfig, dec.pop("source_filter", {}))
+        return build_dataclass(
             cls,
             {
                 **d,
                 "speakers": tuple(d.get("speakers", ())),
-                "encoder": _build(EncoderConfig, d.get("encoder", {})),
-                "quantizer": _build(QuantizerConfig, d.get("quantizer", {})),
-                "decoder": _build(
+                "encoder": build_dataclass(EncoderConfig, d.get("encoder", {})),
+                "quantizer": build_dataclass(QuantizerConfig, d.get("quantizer", {})),
+                "decoder": build_dataclass(
                     DecoderConfig, {**dec, "wavenet": wavenet, "source_filter": source_filter}
                 ),
-                "pitch": _build(PitchConfig, d.get("pitch", {})),
+                "pitch": build_dataclass(PitchConfig, d.get("pitch", {})),
             },
         )
 
@@ -214,7 +214,7 @@ class ModelConfig:
         return cfg.with_speakers(speakers)
 
 
-def _build(cls: type, d: dict[str, Any]) -> Any:
+def build_dataclass(cls: type, d: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
     if unknown:

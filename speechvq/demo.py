@@ -47,7 +47,7 @@ def run(
         path = save_audio(out_dir / f"convert_{spk}.wav", out, model.sample_rate)
         written.append(path)
         print(f"{path}: demo input in the voice of {spk} ({time.time() - t0:.1f} s)")
-    if getattr(model, "prior", None) is not None:
+    if model.prior is not None:
         from speechvq.inference.sampling import sample_speech
 
         t0 = time.time()

@@ -1,4 +1,5 @@
-"""Writing files safely: a temporary file renamed into place, and the cleanup after a kill.
+"""Writing files safely: a temporary file renamed into place, the cleanup after a kill,
+and values made fit for JSON.
 
 Every output of speechvq (audio, codes, `.svq`, model files, checkpoints,
 reports) goes through `atomic_output`, so a failure, Ctrl-C or SIGTERM
@@ -7,9 +8,13 @@ never leaves a half-written file under the real name.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 class atomic_output:
@@ -61,3 +66,17 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     for p in removed:
         p.unlink(missing_ok=True)
     return removed
+
+
+def jsonable(x: Any) -> Any:
+    """`x` with NaN and Inf as None (JSON null: strict readers reject NaN) and NumPy scalars
+    as Python ones, ready for `json.dumps`."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    return x

@@ -25,7 +25,7 @@ import numpy as np
 from speechvq.data.alignments import Alignment
 from speechvq.errors import SpeechVQError
 
-_EPS_S = 1e-6  # float slack when comparing times (frame edges fall on 4 ms, labels on 5 ms)
+EPS_S = 1e-6  # float slack when comparing times (frame edges fall on 4 ms, labels on 5 ms)
 
 
 @dataclass(frozen=True)
@@ -224,9 +224,9 @@ def match_boundaries(hyp: np.ndarray, ref: np.ndarray, tolerance_s: float) -> in
     hyp, ref = np.sort(hyp), np.sort(ref)
     i = j = hits = 0
     while i < len(hyp) and j < len(ref):
-        if hyp[i] < ref[j] - tolerance_s - _EPS_S:
+        if hyp[i] < ref[j] - tolerance_s - EPS_S:
             i += 1
-        elif hyp[i] > ref[j] + tolerance_s + _EPS_S:
+        elif hyp[i] > ref[j] + tolerance_s + EPS_S:
             j += 1
         else:
             hits, i, j = hits + 1, i + 1, j + 1
@@ -275,7 +275,7 @@ class LabelledUtterance:
 
     def hypotheses(self) -> np.ndarray:
         times = self.units.change_times()
-        return times[(times > self.span[0] + _EPS_S) & (times < self.span[1] - _EPS_S)]
+        return times[(times > self.span[0] + EPS_S) & (times < self.span[1] - EPS_S)]
 
 
 @dataclass(frozen=True)
@@ -309,9 +309,9 @@ def score_codes(
     `fit_ids` name the utterances the code -> phone mapping is fit on;
     `silence` is the phone index left out of the `*_speech` figures.
     """
-    fit = _stack([u for u in utterances if u.id in fit_ids])
-    test = _stack([u for u in utterances if u.id not in fit_ids])
-    every = _stack(utterances)
+    fit = stack_units([u for u in utterances if u.id in fit_ids])
+    test = stack_units([u for u in utterances if u.id not in fit_ids])
+    every = stack_units(utterances)
     held_out = many_to_one(*fit, *test)
     speech = many_to_one(*_without(fit, silence), *_without(test, silence))
     on_all = many_to_one(*every)
@@ -342,7 +342,7 @@ def _without(pair: tuple[np.ndarray, np.ndarray], phone: int | None) -> tuple[np
     return (codes, phones) if phone is None else (codes[phones != phone], phones[phones != phone])
 
 
-def _stack(utterances: Sequence[LabelledUtterance]) -> tuple[np.ndarray, np.ndarray]:
+def stack_units(utterances: Sequence[LabelledUtterance]) -> tuple[np.ndarray, np.ndarray]:
     if not utterances:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     codes = np.concatenate([u.units.codes for u in utterances])

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from speechvq.analysis.phonemes import _EPS_S, CodeUnits
+from speechvq.analysis.phonemes import EPS_S, CodeUnits
 from speechvq.data.alignments import Alignment, phone_class
 from speechvq.errors import SpeechVQError
 from speechvq.files import atomic_output
@@ -133,7 +133,7 @@ def _runs(segments: Sequence[tuple[float, float, str]]) -> list[tuple[float, flo
     """Merge touching segments with the same label (`sil sil` -> one `sil`)."""
     runs: list[tuple[float, float, str]] = []
     for start, end, label in segments:
-        if runs and runs[-1][2] == label and abs(runs[-1][1] - start) < _EPS_S:
+        if runs and runs[-1][2] == label and abs(runs[-1][1] - start) < EPS_S:
             runs[-1] = (runs[-1][0], end, label)
         else:
             runs.append((start, end, label))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -27,13 +26,13 @@ import numpy as np
 from speechvq.analysis.phonemes import (
     CodePhoneMetrics,
     LabelledUtterance,
-    _stack,
     cooccurrence,
     label_intervals,
     many_to_one,
     pool_codes,
     score_codes,
     split_utterances,
+    stack_units,
 )
 from speechvq.analysis.plots import plot_cooccurrence, plot_utterance
 from speechvq.audio.io import load_audio
@@ -46,7 +45,7 @@ from speechvq.data.alignments import (
     read_alignment,
 )
 from speechvq.errors import SpeechVQError
-from speechvq.files import atomic_output
+from speechvq.files import atomic_output, jsonable
 
 # VQ-VAE §4.3: 128 codes at 25 Hz, 41 phonemes; 49.3% vs 7.2% majority baseline.
 PAPER = {"codes": 128, "rate_hz": 25.0, "phones": 41, "accuracy": 0.493, "baseline": 0.072}
@@ -87,7 +86,7 @@ class PhonemeReport:
         d = dataclasses.asdict(self)
         d["mapping"] = {str(k): v for k, v in self.mapping.items()}
         d["paper"] = PAPER
-        return _jsonable(d)
+        return jsonable(d)
 
     def summary(self) -> str:
         t, r = self.trained, self.random
@@ -163,18 +162,6 @@ def _pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f}%"
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float | np.floating):
-        return None if not math.isfinite(x) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
 def analyze_phonemes(
     model: Any,
     items: Sequence[str | os.PathLike],
@@ -244,7 +231,7 @@ def analyze_phonemes(
     metrics = {
         name: score_codes(u, fit_ids, options.tolerance_s, silence) for name, u in labelled.items()
     }
-    codes_all, phones_all = _stack(labelled["trained"])
+    codes_all, phones_all = stack_units(labelled["trained"])
     mapping = many_to_one(codes_all, phones_all).mapping
     report = PhonemeReport(
         trained=metrics["trained"],

@@ -24,6 +24,7 @@ from speechvq.data.discovery import Recording
 from speechvq.errors import SpeechVQError
 from speechvq.evaluation import metrics as M
 from speechvq.evaluation.baselines import DEFAULT_BASELINES, Baseline, parse_baselines
+from speechvq.files import jsonable
 
 # Column order of the per-file metrics; "dnsmos_*" are non-intrusive (no reference).
 METRICS = (
@@ -46,8 +47,8 @@ METRIC_GROUPS = {
     "dnsmos": ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"),
     "f0": ("f0_match", "voicing"),
 }
-_MODEL = "speechvq"
-_REFERENCE = "reference"
+MODEL_SYSTEM = "speechvq"
+REFERENCE_SYSTEM = "reference"
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class EvaluationReport:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
+        return jsonable(
             {
                 "sample_rate": self.sample_rate,
                 "files": [
@@ -193,9 +194,9 @@ def evaluate(
     sr = model.sample_rate if model is not None else options.sample_rate
     baselines = parse_baselines(options.baselines)
     report = EvaluationReport(sample_rate=sr, items=[], systems=[])
-    report.systems.append(SystemResult(_REFERENCE, None))
+    report.systems.append(SystemResult(REFERENCE_SYSTEM, None))
     if model is not None:
-        report.systems.append(SystemResult(_MODEL, float(model.config.nominal_bitrate)))
+        report.systems.append(SystemResult(MODEL_SYSTEM, float(model.config.nominal_bitrate)))
         _check_targets(model, options.convert_to)
         _note_speakers(model, items, report)
     runnable: list[Baseline] = []
@@ -218,11 +219,13 @@ def evaluate(
         report.items.append(item)
         ref_f0 = scorer.call(("f0_match", "voicing"), M.reference_f0, ref, sr)
         embeddings[item.id] = scorer.call(("speaker_sim",), M.speaker_embedding, ref, sr)
-        report.system(_REFERENCE).scores[item.id] = scorer.dnsmos_only(ref)
+        report.system(REFERENCE_SYSTEM).scores[item.id] = scorer.dnsmos_only(ref)
         outputs: dict[str, np.ndarray] = {}
         if model is not None:
             codes = model.encode(ref, sr)
-            outputs[_MODEL] = model.decode(codes, _decode_speaker(model, item), seed=options.seed)
+            outputs[MODEL_SYSTEM] = model.decode(
+                codes, _decode_speaker(model, item), seed=options.seed
+            )
             bits = _prior_bits(model, codes, item)
             if bits is not None:
                 entropy_bps.append(bits / (len(ref) / sr))
@@ -231,7 +234,7 @@ def evaluate(
                 outputs[b.name] = b.roundtrip(ref, sr)
             except SpeechVQError as exc:
                 report.notes.append(f"{item.id}: {exc}")
-        example = {_REFERENCE: ref}
+        example = {REFERENCE_SYSTEM: ref}
         for name, out in outputs.items():
             aligned = M.align(ref, out, sr)
             scores = scorer.score(aligned, ref_f0, embeddings[item.id])
@@ -246,7 +249,7 @@ def evaluate(
                 ovrl = scorer.dnsmos_only(wave).get("dnsmos_ovrl", math.nan)
                 converted.append((item, target, emb, ovrl))
     if entropy_bps:
-        report.system(_MODEL).entropy_bitrate = float(np.mean(entropy_bps))
+        report.system(MODEL_SYSTEM).entropy_bitrate = float(np.mean(entropy_bps))
     extra: dict[str, list[np.ndarray]] = {}
     for ref_item in [r for r in references if r.speaker in options.convert_to]:
         wave, _ = load_audio(ref_item.path, sr)
@@ -350,7 +353,7 @@ def _prior_bits(model, codes: np.ndarray, item: Recording) -> float | None:
     and a range coder lands within a few bytes of it (see speechvq.codec.entropy).
     A speaker the model does not know uses the prior's "unknown speaker" row.
     """
-    prior = getattr(model, "prior", None)
+    prior = model.prior
     if prior is None:
         return None
     import torch
@@ -396,16 +399,3 @@ def _stats(v: np.ndarray) -> dict[str, float] | None:
     if not v.size:
         return None
     return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
-
-
-def _jsonable(x: Any) -> Any:
-    """NaN and Inf become null: strict JSON readers reject them."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, (np.integer, np.bool_)):
-        return x.item()
-    return x

@@ -18,7 +18,7 @@ import numpy as np
 
 from speechvq.errors import SpeechVQError
 from speechvq.evaluation import metrics as M
-from speechvq.evaluation.evaluate import _MODEL, _REFERENCE, EvaluationReport
+from speechvq.evaluation.evaluate import MODEL_SYSTEM, REFERENCE_SYSTEM, EvaluationReport
 
 _COLUMNS = (  # (metric, header, decimals)
     ("stoi", "STOI", 3),
@@ -130,7 +130,7 @@ def _figures(report: EvaluationReport, out: Path) -> list[Path]:
 
     paths = []
     for k, ex in enumerate(report.examples):
-        names = [n for n in (_REFERENCE, _MODEL) if n in ex.waves]
+        names = [n for n in (REFERENCE_SYSTEM, MODEL_SYSTEM) if n in ex.waves]
         names += [n for n in ex.waves if n not in names][:1]  # one baseline
         specs = [M.log_mel_spectrogram(ex.waves[n], report.sample_rate) for n in names]
         top = max(s.max() for s in specs)
@@ -167,7 +167,7 @@ def _figures(report: EvaluationReport, out: Path) -> list[Path]:
     if points:
         fig = Figure(figsize=(9, 3.8), layout="constrained")
         axes = fig.subplots(1, 2)
-        ref = report.system(_REFERENCE).summary().get("dnsmos_ovrl")
+        ref = report.system(REFERENCE_SYSTEM).summary().get("dnsmos_ovrl")
         ticks = sorted({round(kbps, 2) for _, kbps, _ in points})
         for ax, metric, label in zip(
             axes, ("stoi", "dnsmos_ovrl"), ("STOI", "DNSMOS OVRL"), strict=True

@@ -57,6 +57,8 @@ class SpeechVQ(nn.Module):
         # The WaveNet prior over codes (`speechvq.models.prior.Prior`), trained after the
         # VQ-VAE by `speechvq train-prior`; `speechvq.load` attaches it when the file has one.
         self.prior: nn.Module | None = None
+        # A loaded file's metadata (training steps, held-out figures; `from_file`).
+        self.metadata: dict[str, str] = {}
 
     # Properties -------------------------------------------------------------
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechvq.config import WaveNetConfig, _build
+from speechvq.config import WaveNetConfig, build_dataclass
 from speechvq.errors import SpeechVQError
 from speechvq.models.wavenet import WaveNet, WaveNetState
 
@@ -70,8 +70,8 @@ class PriorConfig:
     def from_dict(cls, d: dict[str, Any]) -> PriorConfig:
         """Rebuild from `to_dict` output; unknown keys are an error, missing ones default."""
         d = dict(d)
-        wavenet = _build(WaveNetConfig, d.pop("wavenet", {}))
-        return _build(cls, {**d, "wavenet": wavenet})
+        wavenet = build_dataclass(WaveNetConfig, d.pop("wavenet", {}))
+        return build_dataclass(cls, {**d, "wavenet": wavenet})
 
     @classmethod
     def preset(cls, name: str, codebook_size: int, speakers: int = 0) -> PriorConfig:

@@ -331,11 +331,7 @@ def _export(
 ) -> None:
     """Write the VQ-VAE with a copy of the prior inside, keeping the VQ-VAE's own metadata."""
     own = {"format", "format_version", "package_version", "config"}
-    meta = {
-        k: v
-        for k, v in getattr(vqvae, "metadata", {}).items()
-        if k not in own and not k.startswith("prior_")
-    }
+    meta = {k: v for k, v in vqvae.metadata.items() if k not in own and not k.startswith("prior_")}
     meta["prior_training_steps"] = str(step)
     meta["prior_training_hours"] = f"{elapsed / 3600:.2f}"
     if n:  # held-out figures, when the corpus has a validation split
