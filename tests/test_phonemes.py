@@ -254,6 +254,28 @@ def test_analyze_phonemes_end_to_end(tmp_path):
         analyze_phonemes(EnergyModel(), [tmp_path / "x.wav"], tmp_path / "lab", tmp_path / "o")
 
 
+def test_timit_layout_end_to_end(tmp_path):
+    """Every speaker reads sa1: matched by speaker folder, plotted under a flat name."""
+    pytest.importorskip("matplotlib", reason="the report's plots need matplotlib")
+    for k, spk in enumerate(("dr1-fvmh0", "dr1-mcpm0", "dr2-faem0")):
+        src = tmp_path / "src" / spk
+        src.mkdir(parents=True)
+        _write_utterance(src, "sa1", seed=k)
+        for kind, ext in (("audio", "wav"), ("labels", "lab")):
+            (tmp_path / kind / spk).mkdir(parents=True)
+            (src / ext / f"sa1.{ext}").rename(tmp_path / kind / spk / f"sa1.{ext}")
+    audio = sorted((tmp_path / "audio").glob("*/sa1.wav"))
+    out = tmp_path / "report"
+    report = analyze_phonemes(EnergyModel(), audio, tmp_path / "labels", out, PhonemeOptions())
+    assert report.utterances == 3 and report.unmatched_audio == ()
+    pngs = sorted(p.name for p in out.glob("utterance_*.png"))
+    assert {name.split("_", 2)[2] for name in pngs} == {
+        "dr1-fvmh0_sa1.png",
+        "dr1-mcpm0_sa1.png",
+        "dr2-faem0_sa1.png",
+    }
+
+
 def test_find_recordings_from_a_manifest(tmp_path):
     _write_utterance(tmp_path, "a", 0)
     prepared = tmp_path / "prepared"

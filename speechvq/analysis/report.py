@@ -175,64 +175,43 @@ def analyze_phonemes(
 
     The model is used only through `model.encode(wave, sr) -> [frames]` and
     `model.config` (sample rate, frame rate, codebook size). Audio is matched
-    to alignments by path (`match_alignments`) and encoded whole, so label times apply as is.
+    to alignments by path (`match_alignments`) and encoded whole, so label times apply
+    as is.
     `random_model` replaces the untrained model built from `model.config`.
     Writes `report.json`, `report.md` and PNG plots to `out_dir`.
     """
     out_dir = Path(out_dir)
     if (out_dir / "report.json").exists() and not options.force:
         raise SpeechVQError(f"{out_dir / 'report.json'}: already exists (use --force to overwrite)")
-    table = find_alignments(alignments_dir)
-    matched, unmatched = match_alignments(items, table)
-    ids = sorted(matched)
-    if not ids:
-        raise SpeechVQError(
-            "no audio file matches an alignment by name (audio e.g. "
-            f"{str(unmatched[0]) if unmatched else '-'!r}, alignments e.g. {next(iter(table))!r})"
-        )
-    audio = {i: a for i, (a, _) in matched.items()}
-    alignments = {i: fold_alignment(read_alignment(matched[i][1])) for i in ids}
+    audio, alignments, unmatched = _aligned_audio(items, alignments_dir)
+    ids = sorted(audio)
     found = {p for a in alignments.values() for p in a.phones}
     phones = tuple(p for p in PHONE_ORDER if p in found) + tuple(sorted(found - set(PHONE_ORDER)))
     fit_ids = split_utterances(ids, options.fit_fraction, options.seed)
     plot_ids = ([i for i in ids if i not in fit_ids] + sorted(fit_ids))[:3]
-
     config = model.config
     models = {"trained": model}
     if options.random_baseline:
         models["random"] = (
             _untrained(config, options.seed) if random_model is None else random_model
         )
-    labelled: dict[str, list[LabelledUtterance]] = {name: [] for name in models}
-    waves, late = {}, []
-    from tqdm import tqdm
-
-    for i in tqdm(ids, desc="encoding", unit="utt", disable=not progress):
-        wave, sr = load_audio(audio[i], config.sample_rate)
-        ali = alignments[i]
-        if ali.end_s > len(wave) / sr + 0.1:
-            late.append(i)
-        reference = np.array(ali.boundaries())
-        for name, m in models.items():
-            codes = np.asarray(m.encode(wave, sr)).reshape(-1)
-            units = pool_codes(codes, config.frame_rate, options.pool, options.merge_repeats)
-            labels = label_intervals(units.starts, units.ends, ali, phones)
-            utt = LabelledUtterance(i, units, labels, reference, (ali.start_s, ali.end_s))
-            labelled[name].append(utt)
-        if i in plot_ids:
-            waves[i] = wave
-    if late:
-        warnings.warn(
-            f"{len(late)} alignment(s) end after their audio (e.g. {late[0]}): "
-            "were the audio files trimmed after aligning?",
-            stacklevel=2,
-        )
+    labelled, waves = _label_all(models, audio, alignments, phones, options, plot_ids, progress)
     silence = phones.index("sil") if "sil" in phones else None
     metrics = {
         name: score_codes(u, fit_ids, options.tolerance_s, silence) for name, u in labelled.items()
     }
     codes_all, phones_all = stack_units(labelled["trained"])
     mapping = many_to_one(codes_all, phones_all).mapping
+    files = []
+    if options.plots:
+        counts = cooccurrence(codes_all, phones_all, n_phones=len(phones))
+        files.append(plot_cooccurrence(counts, phones, out_dir / "codes_by_phone.png"))
+        by_id = {u.id: u for u in labelled["trained"]}
+        for n, i in enumerate(plot_ids, start=1):
+            path = out_dir / f"utterance_{n}_{i.replace('/', '_')}.png"  # ids may hold folders
+            units = by_id[i].units
+            sr = config.sample_rate
+            files.append(plot_utterance(waves[i], sr, alignments[i], units, mapping, phones, path))
     report = PhonemeReport(
         trained=metrics["trained"],
         random=metrics.get("random"),
@@ -247,31 +226,58 @@ def analyze_phonemes(
         unit_rate=None if options.merge_repeats else float(config.frame_rate / options.pool),
         options=options,
         short_phone_share=_short_share(alignments.values()),
+        files=tuple(str(f) for f in files),
     )
-    files = []
-    if options.plots:
-        counts = cooccurrence(codes_all, phones_all, n_phones=len(phones))
-        files.append(plot_cooccurrence(counts, phones, out_dir / "codes_by_phone.png"))
-        by_id = {u.id: u for u in labelled["trained"]}
-        for n, i in enumerate(plot_ids, start=1):
-            path = out_dir / f"utterance_{n}_{i}.png"
-            files.append(
-                plot_utterance(
-                    waves[i],
-                    config.sample_rate,
-                    alignments[i],
-                    by_id[i].units,
-                    mapping,
-                    phones,
-                    path,
-                )
-            )
-    report = dataclasses.replace(report, files=tuple(str(f) for f in files))
     with atomic_output(out_dir / "report.md") as tmp:
         tmp.write_text(report.to_markdown(), encoding="utf-8")
     with atomic_output(out_dir / "report.json") as tmp:
         tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _aligned_audio(items, alignments_dir) -> tuple[dict, dict, list[Path]]:
+    """`{id: audio path}`, `{id: folded Alignment}` and the audio with no alignment."""
+    table = find_alignments(alignments_dir)
+    matched, unmatched = match_alignments(items, table)
+    if not matched:
+        raise SpeechVQError(
+            "no audio file matches an alignment by name (audio e.g. "
+            f"{str(unmatched[0]) if unmatched else '-'!r}, alignments e.g. {next(iter(table))!r})"
+        )
+    audio = {i: a for i, (a, _) in matched.items()}
+    alignments = {i: fold_alignment(read_alignment(lab)) for i, (_, lab) in matched.items()}
+    return audio, alignments, unmatched
+
+
+def _label_all(models, audio, alignments, phones, options, keep_waves, progress):
+    """Each model's code units of every utterance, labelled with phones; and the
+    waveforms of `keep_waves` (for the plots)."""
+    from tqdm import tqdm
+
+    config = models["trained"].config
+    labelled: dict[str, list[LabelledUtterance]] = {name: [] for name in models}
+    waves, late = {}, []
+    for i in tqdm(sorted(audio), desc="encoding", unit="utt", disable=not progress):
+        wave, sr = load_audio(audio[i], config.sample_rate)
+        ali = alignments[i]
+        if ali.end_s > len(wave) / sr + 0.1:
+            late.append(i)
+        reference = np.array(ali.boundaries())
+        for name, m in models.items():
+            codes = np.asarray(m.encode(wave, sr)).reshape(-1)
+            units = pool_codes(codes, config.frame_rate, options.pool, options.merge_repeats)
+            labels = label_intervals(units.starts, units.ends, ali, phones)
+            utt = LabelledUtterance(i, units, labels, reference, (ali.start_s, ali.end_s))
+            labelled[name].append(utt)
+        if i in keep_waves:
+            waves[i] = wave
+    if late:
+        warnings.warn(
+            f"{len(late)} alignment(s) end after their audio (e.g. {late[0]}): "
+            "were the audio files trimmed after aligning?",
+            stacklevel=3,
+        )
+    return labelled, waves
 
 
 def _short_share(alignments: Iterable[Alignment], limit_s: float = 0.02) -> float:

@@ -3,18 +3,18 @@
 `evaluate(model, items, options)` runs every file through the model (and each
 baseline codec), aligns the output to its reference, scores it with
 `speechvq.evaluation.metrics`, and returns a typed `EvaluationReport`;
-`speechvq.evaluation_report.write_report` turns that into results.json,
+`speechvq.evaluation.report.write_report` turns that into results.json,
 results.md and PNG figures (see docs/evaluate.md). This module holds the
-items (`speechvq.discovery.find_recordings`), the options, the run and the result dataclasses.
+options and the run; the result dataclasses are in `results`, the files to
+evaluate come from `speechvq.data.discovery.find_recordings`.
 A metric whose optional package is missing is skipped with the reason, and so
 is a codec whose binary is missing: neither stops the run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,20 +24,15 @@ from speechvq.data.discovery import Recording
 from speechvq.errors import SpeechVQError
 from speechvq.evaluation import metrics as M
 from speechvq.evaluation.baselines import DEFAULT_BASELINES, Baseline, parse_baselines
-from speechvq.files import jsonable
-
-# Column order of the per-file metrics; "dnsmos_*" are non-intrusive (no reference).
-METRICS = (
-    "stoi",
-    "pesq",
-    "mel_distance",
-    "speaker_sim",
-    "dnsmos_ovrl",
-    "dnsmos_sig",
-    "dnsmos_bak",
-    "f0_match",
-    "voicing",
+from speechvq.evaluation.results import (
+    MODEL_SYSTEM,
+    REFERENCE_SYSTEM,
+    ConversionResult,
+    EvaluationReport,
+    Example,
+    SystemResult,
 )
+
 # What `--metrics` selects: group name -> the metrics it yields.
 METRIC_GROUPS = {
     "stoi": ("stoi",),
@@ -47,8 +42,6 @@ METRIC_GROUPS = {
     "dnsmos": ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"),
     "f0": ("f0_match", "voicing"),
 }
-MODEL_SYSTEM = "speechvq"
-REFERENCE_SYSTEM = "reference"
 
 
 @dataclass(frozen=True)
@@ -71,106 +64,6 @@ class EvaluationOptions:
         parse_baselines(self.baselines)
 
 
-@dataclass
-class SystemResult:
-    """One system (reference, speechvq or a baseline): per-file scores and their summary."""
-
-    name: str
-    bitrate: float | None  # nominal bit/s
-    entropy_bitrate: float | None = None  # mean bit/s of ideal coding under the model's prior
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # item id -> metric -> value
-    skipped: str | None = None  # why the system did not run
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """metric -> {mean, std, n} over the files where it is defined."""
-        out = {}
-        for m in (*METRICS, "lag_ms"):
-            vals = np.array([s[m] for s in self.scores.values() if m in s], dtype=np.float64)
-            vals = vals[np.isfinite(vals)]
-            if vals.size:
-                out[m] = {"mean": float(vals.mean()), "std": float(vals.std()), "n": int(vals.size)}
-        return out
-
-
-@dataclass(frozen=True)
-class ConversionResult:
-    """One converted utterance; similarities are cosines of resemblyzer embeddings."""
-
-    item_id: str
-    source: str
-    target: str
-    sim_target: float  # to the target speaker's centroid (NaN: no centroid)
-    sim_source: float  # to the source speaker's centroid
-    identified: bool | None  # nearest centroid among the targets' is the target's
-    dnsmos_ovrl: float
-
-
-@dataclass(frozen=True)
-class Example:
-    """Waveforms of one file for the figures, all aligned to the reference `[T]`."""
-
-    item_id: str
-    waves: dict[str, np.ndarray]
-
-
-@dataclass
-class EvaluationReport:
-    """Everything `evaluate` measured; `to_dict` is results.json, `markdown` results.md."""
-
-    sample_rate: int
-    items: list[Recording]
-    systems: list[SystemResult]
-    conversions: list[ConversionResult] = field(default_factory=list)
-    skipped_metrics: dict[str, str] = field(default_factory=dict)  # metric -> reason
-    notes: list[str] = field(default_factory=list)
-    examples: list[Example] = field(default_factory=list)  # not written to JSON
-
-    def system(self, name: str) -> SystemResult:
-        return next(s for s in self.systems if s.name == name)
-
-    def conversion_summary(self) -> list[dict[str, Any]]:
-        """Per target: mean and std of both similarities, identification accuracy."""
-        rows = []
-        for target in dict.fromkeys(c.target for c in self.conversions):
-            cs = [c for c in self.conversions if c.target == target]
-            row: dict[str, Any] = {"target": target, "n": len(cs)}
-            for key in ("sim_target", "sim_source", "dnsmos_ovrl"):
-                v = np.array([getattr(c, key) for c in cs], dtype=np.float64)
-                v = v[np.isfinite(v)]
-                row[key] = _stats(v)
-            ids = [c.identified for c in cs if c.identified is not None]
-            row["accuracy"] = float(np.mean(ids)) if ids else None
-            rows.append(row)
-        return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        return jsonable(
-            {
-                "sample_rate": self.sample_rate,
-                "files": [
-                    {"id": i.id, "path": str(i.path), "speaker": i.speaker} for i in self.items
-                ],
-                "systems": [
-                    {
-                        "name": s.name,
-                        "bitrate": s.bitrate,
-                        "entropy_bitrate": s.entropy_bitrate,
-                        "skipped": s.skipped,
-                        "summary": s.summary(),
-                        "per_file": s.scores,
-                    }
-                    for s in self.systems
-                ],
-                "conversion": {
-                    "summary": self.conversion_summary(),
-                    "per_file": [dataclasses.asdict(c) for c in self.conversions],
-                },
-                "skipped_metrics": self.skipped_metrics,
-                "notes": self.notes,
-            }
-        )
-
-
 def evaluate(
     model: Any | None,
     items: list[Recording],
@@ -191,73 +84,98 @@ def evaluate(
         raise SpeechVQError(f"two files share the id {dup!r}; ids must be unique")
     if options.convert_to and model is None:
         raise SpeechVQError("voice conversion (--convert-to) needs a model")
-    sr = model.sample_rate if model is not None else options.sample_rate
-    baselines = parse_baselines(options.baselines)
-    report = EvaluationReport(sample_rate=sr, items=[], systems=[])
-    report.systems.append(SystemResult(REFERENCE_SYSTEM, None))
+    run = _Run(model, options)
     if model is not None:
-        report.systems.append(SystemResult(MODEL_SYSTEM, float(model.config.nominal_bitrate)))
         _check_targets(model, options.convert_to)
-        _note_speakers(model, items, report)
-    runnable: list[Baseline] = []
-    for b in baselines:
-        reason = b.missing()
-        report.systems.append(SystemResult(b.name, b.bitrate, skipped=reason))
-        if reason is None:
-            runnable.append(b)
-    enabled = {m for g in options.metrics for m in METRIC_GROUPS[g]}
-    scorer = _Scorer(sr, enabled, report.skipped_metrics)
-    embeddings: dict[str, np.ndarray] = {}  # item id -> reference embedding
-    converted: list[tuple[Recording, str, np.ndarray, float]] = []
-    entropy_bps: list[float] = []
+        _note_speakers(model, items, run.report)
     for item in tqdm(items, desc="evaluate", unit="file", disable=not options.progress):
+        run.score(item)
+    if run.entropy_bps:
+        run.report.system(MODEL_SYSTEM).entropy_bitrate = float(np.mean(run.entropy_bps))
+    run.report.conversions = run.conversion_results(references)
+    return run.report
+
+
+class _Run:
+    """One evaluation in progress: the systems, the scorer, what has been measured so far."""
+
+    def __init__(self, model: Any | None, options: EvaluationOptions):
+        self.model, self.options = model, options
+        self.sr = sr = model.sample_rate if model is not None else options.sample_rate
+        self.report = EvaluationReport(sample_rate=sr, items=[], systems=[])
+        self.report.systems.append(SystemResult(REFERENCE_SYSTEM, None))
+        if model is not None:
+            bitrate = float(model.config.nominal_bitrate)
+            self.report.systems.append(SystemResult(MODEL_SYSTEM, bitrate))
+        self.baselines: list[Baseline] = []  # those whose tools are installed
+        for b in parse_baselines(options.baselines):
+            reason = b.missing()
+            self.report.systems.append(SystemResult(b.name, b.bitrate, skipped=reason))
+            if reason is None:
+                self.baselines.append(b)
+        enabled = {m for g in options.metrics for m in METRIC_GROUPS[g]}
+        self.scorer = _Scorer(sr, enabled, self.report.skipped_metrics)
+        self.embeddings: dict[str, np.ndarray] = {}  # item id -> reference embedding
+        self.converted: list[tuple[Recording, str, np.ndarray, float]] = []
+        self.entropy_bps: list[float] = []
+
+    def score(self, item: Recording) -> None:
+        """Reconstruct one file with every system, score it, and convert it to the targets."""
+        sr, scorer, report, model = self.sr, self.scorer, self.report, self.model
         try:
             ref, _ = load_audio(item.path, sr)
         except SpeechVQError as exc:  # one unreadable file costs that file, not the run
             report.notes.append(f"skipped {item.id}: {exc}")
-            continue
+            return
         report.items.append(item)
         ref_f0 = scorer.call(("f0_match", "voicing"), M.reference_f0, ref, sr)
-        embeddings[item.id] = scorer.call(("speaker_sim",), M.speaker_embedding, ref, sr)
+        self.embeddings[item.id] = scorer.call(("speaker_sim",), M.speaker_embedding, ref, sr)
         report.system(REFERENCE_SYSTEM).scores[item.id] = scorer.dnsmos_only(ref)
-        outputs: dict[str, np.ndarray] = {}
-        if model is not None:
-            codes = model.encode(ref, sr)
-            outputs[MODEL_SYSTEM] = model.decode(
-                codes, _decode_speaker(model, item), seed=options.seed
-            )
-            bits = _prior_bits(model, codes, item)
-            if bits is not None:
-                entropy_bps.append(bits / (len(ref) / sr))
-        for b in runnable:
-            try:
-                outputs[b.name] = b.roundtrip(ref, sr)
-            except SpeechVQError as exc:
-                report.notes.append(f"{item.id}: {exc}")
         example = {REFERENCE_SYSTEM: ref}
-        for name, out in outputs.items():
+        for name, out in self._outputs(item, ref).items():
             aligned = M.align(ref, out, sr)
-            scores = scorer.score(aligned, ref_f0, embeddings[item.id])
-            report.system(name).scores[item.id] = scores
+            report.system(name).scores[item.id] = scorer.score(
+                aligned, ref_f0, self.embeddings[item.id]
+            )
             example[name] = aligned.test
-        if len(report.examples) < options.examples:
+        if len(report.examples) < self.options.examples:
             report.examples.append(Example(item.id, example))
-        for target in options.convert_to:
+        for target in self.options.convert_to:
             if target != item.speaker:  # converting to one's own voice is reconstruction
-                wave = model.convert(ref, sr, target, seed=options.seed)
+                wave = model.convert(ref, sr, target, seed=self.options.seed)
                 emb = scorer.call(("speaker_sim",), M.speaker_embedding, wave, sr)
                 ovrl = scorer.dnsmos_only(wave).get("dnsmos_ovrl", math.nan)
-                converted.append((item, target, emb, ovrl))
-    if entropy_bps:
-        report.system(MODEL_SYSTEM).entropy_bitrate = float(np.mean(entropy_bps))
-    extra: dict[str, list[np.ndarray]] = {}
-    for ref_item in [r for r in references if r.speaker in options.convert_to]:
-        wave, _ = load_audio(ref_item.path, sr)
-        emb = scorer.call(("speaker_sim",), M.speaker_embedding, wave, sr)
-        if emb is not None:
-            extra.setdefault(ref_item.speaker, []).append(emb)
-    report.conversions = _conversion_results(converted, embeddings, options, report, extra)
-    return report
+                self.converted.append((item, target, emb, ovrl))
+
+    def _outputs(self, item: Recording, ref: np.ndarray) -> dict[str, np.ndarray]:
+        """Each system's reconstruction of `ref` (a failed baseline is a note)."""
+        outputs: dict[str, np.ndarray] = {}
+        model = self.model
+        if model is not None:
+            codes = model.encode(ref, self.sr)
+            speaker = _decode_speaker(model, item)
+            outputs[MODEL_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed)
+            bits = _prior_bits(model, codes, item)
+            if bits is not None:
+                self.entropy_bps.append(bits / (len(ref) / self.sr))
+        for b in self.baselines:
+            try:
+                outputs[b.name] = b.roundtrip(ref, self.sr)
+            except SpeechVQError as exc:
+                self.report.notes.append(f"{item.id}: {exc}")
+        return outputs
+
+    def conversion_results(self, references: list[Recording]) -> list[ConversionResult]:
+        """The conversions, scored against centroids that `references` add to."""
+        extra: dict[str, list[np.ndarray]] = {}
+        for ref_item in [r for r in references if r.speaker in self.options.convert_to]:
+            wave, _ = load_audio(ref_item.path, self.sr)
+            emb = self.scorer.call(("speaker_sim",), M.speaker_embedding, wave, self.sr)
+            if emb is not None:
+                extra.setdefault(ref_item.speaker, []).append(emb)
+        return _conversion_results(
+            self.converted, self.embeddings, self.options, self.report, extra
+        )
 
 
 class _Scorer:
@@ -393,9 +311,3 @@ def _check_targets(model, targets: tuple[str, ...]) -> None:
 
 def _speaker_key(item: Recording) -> str:
     return item.speaker if item.speaker is not None else f"<{item.id}>"
-
-
-def _stats(v: np.ndarray) -> dict[str, float] | None:
-    if not v.size:
-        return None
-    return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}

@@ -18,7 +18,7 @@ import numpy as np
 
 from speechvq.errors import SpeechVQError
 from speechvq.evaluation import metrics as M
-from speechvq.evaluation.evaluate import MODEL_SYSTEM, REFERENCE_SYSTEM, EvaluationReport
+from speechvq.evaluation.results import MODEL_SYSTEM, REFERENCE_SYSTEM, EvaluationReport
 
 _COLUMNS = (  # (metric, header, decimals)
     ("stoi", "STOI", 3),

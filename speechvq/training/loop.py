@@ -110,89 +110,113 @@ def run(
 
     `stop_after` ends this call after that many steps as if interrupted (tests).
     """
-    module = task.module
-    optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr)
-    step, elapsed = restore(state, module, optimizer)
-    net = dist.wrap(module, device)
-    dtype = autocast_dtype(cfg.precision, device)
-
-    def autocast() -> AbstractContextManager:
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-    ckpt = run_dir / "checkpoint.pt"
-    log = _start_run_dir(run_dir, cfg) if dist.main else None
-    bar = None
-    if progress and dist.main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.max_steps, initial=step, unit="step", dynamic_ncols=True)
-
-    done = {"validated": -1, "exported": -1}  # the last step each was done at
-
-    def export() -> None:
-        task.export(step, elapsed)
-        done["exported"] = step
-
-    def validate() -> None:  # then export: a model file carries its held-out figures
-        figures, line = task.validate(step, elapsed)
-        if figures:
-            log.write(step=step, elapsed=round(elapsed, 1), **figures)
-        if line and bar is not None:
-            bar.write(line)
-        done["validated"] = step
-        export()
-
-    interrupted, last = False, None
-    t_last, amount, start_step = time.time(), 0.0, step
+    loop = _Loop(task, cfg, run_dir, dist, device, state, progress)
     with StopFlag() as flag:
-        while step < cfg.max_steps:
-            batch = {k: v.to(device) for k, v in task.batch(step, dist.rank).items()}
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            t0 = time.time()
-            last = task.step(net, batch, step, dist.rank, autocast)
-            optimizer.zero_grad(set_to_none=True)
-            last.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            elapsed += time.time() - t0
-            amount += last.amount * dist.world
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(last.postfix)
-            if log is not None and step % cfg.log_every == 0:
-                now = time.time()
-                rate = round(amount / max(now - t_last, 1e-9), 3)
-                t_last, amount = now, 0.0
-                figures = {**last.figures(), "grad_norm": grad_norm.item(), "lr": lr_at(step, cfg)}
-                figures[task.throughput] = rate
-                log.write(step=step, elapsed=round(elapsed, 1), **figures)
-            if dist.main and cfg.valid_every and step % cfg.valid_every == 0:
-                validate()
-            stopping = flag.stop or (stop_after is not None and step - start_step >= stop_after)
-            if dist.main and (step % cfg.checkpoint_every == 0 or stopping):
-                save_checkpoint(ckpt, module, optimizer, step, cfg, {"elapsed": elapsed})
-            if dist.main and cfg.export_every and step % cfg.export_every == 0:
-                if done["exported"] != step:
-                    export()
+        while loop.step < cfg.max_steps:
+            loop.train_step()
+            stopping = flag.stop or (
+                stop_after is not None and loop.step - loop.start_step >= stop_after
+            )
+            loop.after_step(stopping)
             if stopping:
-                interrupted = step < cfg.max_steps
+                loop.interrupted = loop.step < cfg.max_steps
                 break
-    if bar is not None:
-        bar.close()
-    if dist.main:
-        if not interrupted:
-            save_checkpoint(ckpt, module, optimizer, step, cfg, {"elapsed": elapsed})
-        final = cfg.valid_every and not interrupted and step > start_step
-        if final and done["validated"] != step:
-            validate()  # the run's final figures
-        if done["exported"] != step:
-            export()
-    if dist.world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return LoopResult(step, elapsed, interrupted, last)
+    return loop.finish()
+
+
+class _Loop:
+    """The state of one `run`: module, optimiser, counters, log, bar; rank 0 writes files."""
+
+    def __init__(self, task: Task, cfg: Any, run_dir: Path, dist, device, state, progress):
+        self.task, self.cfg, self.dist, self.device = task, cfg, dist, device
+        self.module = task.module
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=cfg.lr)
+        self.step, self.elapsed = restore(state, self.module, self.optimizer)
+        self.start_step = self.step
+        self.net = dist.wrap(self.module, device)
+        self.dtype = autocast_dtype(cfg.precision, device)
+        self.ckpt = run_dir / "checkpoint.pt"
+        self.log = _start_run_dir(run_dir, cfg) if dist.main else None
+        self.bar = None
+        if progress and dist.main:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True)
+        self.interrupted, self.last = False, None
+        self.validated = self.exported = -1  # the last step each was done at
+        self.t_last, self.amount = time.time(), 0.0
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def train_step(self) -> None:
+        cfg, step = self.cfg, self.step
+        batch = {k: v.to(self.device) for k, v in self.task.batch(step, self.dist.rank).items()}
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        t0 = time.time()
+        self.last = self.task.step(self.net, batch, step, self.dist.rank, self.autocast)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.last.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.elapsed += time.time() - t0
+        self.amount += self.last.amount * self.dist.world
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(self.last.postfix)
+        if self.log is not None and self.step % cfg.log_every == 0:
+            now = time.time()
+            figures = {**self.last.figures(), "grad_norm": grad_norm.item(), "lr": lr_at(step, cfg)}
+            figures[self.task.throughput] = round(self.amount / max(now - self.t_last, 1e-9), 3)
+            self.t_last, self.amount = now, 0.0
+            self.log.write(step=self.step, elapsed=round(self.elapsed, 1), **figures)
+
+    def after_step(self, stopping: bool) -> None:
+        """Validation, checkpoint and export on their schedules (rank 0)."""
+        cfg, step = self.cfg, self.step
+        if not self.dist.main:
+            return
+        if cfg.valid_every and step % cfg.valid_every == 0:
+            self.validate()
+        if step % cfg.checkpoint_every == 0 or stopping:
+            self.checkpoint()
+        if cfg.export_every and step % cfg.export_every == 0 and self.exported != step:
+            self.export()
+
+    def validate(self) -> None:  # then export: a model file carries its held-out figures
+        figures, line = self.task.validate(self.step, self.elapsed)
+        if figures:
+            self.log.write(step=self.step, elapsed=round(self.elapsed, 1), **figures)
+        if line and self.bar is not None:
+            self.bar.write(line)
+        self.validated = self.step
+        self.export()
+
+    def export(self) -> None:
+        self.task.export(self.step, self.elapsed)
+        self.exported = self.step
+
+    def checkpoint(self) -> None:
+        elapsed = {"elapsed": self.elapsed}
+        save_checkpoint(self.ckpt, self.module, self.optimizer, self.step, self.cfg, elapsed)
+
+    def finish(self) -> LoopResult:
+        if self.bar is not None:
+            self.bar.close()
+        if self.dist.main:
+            done = not self.interrupted and self.step > self.start_step
+            if not self.interrupted:
+                self.checkpoint()
+            if self.cfg.valid_every and done and self.validated != self.step:
+                self.validate()  # the run's final figures
+            if self.exported != self.step:
+                self.export()
+        if self.dist.world > 1:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+        return LoopResult(self.step, self.elapsed, self.interrupted, self.last)
 
 
 def _start_run_dir(run_dir: Path, cfg: Any) -> CsvLog:
