@@ -16,7 +16,8 @@ from speechvq.models.decoders.source_filter import (
     interp_frames,
     spectral_loss,
 )
-from speechvq.training.vqvae import TrainConfig, train, transplant_encoder
+from speechvq.training.init import transplant_encoder
+from speechvq.training.vqvae import TrainConfig, train
 
 from .conftest import make_prepared_corpus, synth_speechlike
 
@@ -179,7 +180,7 @@ def test_dilated_pitch_predictor_sees_far_context_and_old_files_keep_theirs():
 
 
 def test_copy_matching_keeps_what_fits_and_reports_the_rest():
-    from speechvq.training.vqvae import copy_matching
+    from speechvq.training.init import copy_matching
 
     torch.manual_seed(0)
     src = speechvq.SpeechVQ(ModelConfig.preset("tiny-sf", speakers=["a"]))

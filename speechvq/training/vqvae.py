@@ -32,6 +32,7 @@ from speechvq.models.precision import autocast_dtype
 from speechvq.training import loop
 from speechvq.training.config import config_from_yaml, merge
 from speechvq.training.distributed import Distributed
+from speechvq.training.init import base_model, build_model
 from speechvq.training.loop import open_run
 
 
@@ -101,50 +102,6 @@ class CropSampler:
             "f0": torch.from_numpy(np.stack([c.f0 for c in crops])),
             "speaker": torch.tensor([self.spk[self.utts[i].speaker] for i in picks]),
         }
-
-
-def pitch_stats(corpus: PreparedCorpus, speakers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-speaker mean and std of log-F0 over voiced training frames `[S]`."""
-    by_spk: dict[str, list[np.ndarray]] = {s: [] for s in speakers}
-    for u in corpus.utterances("train"):
-        f0 = corpus.f0(u)
-        by_spk[u.speaker].append(np.log(f0[f0 > 0]))
-    all_voiced = np.concatenate([x for v in by_spk.values() for x in v] or [np.log([150.0])])
-    mean, std = [], []
-    for s in speakers:
-        x = np.concatenate(by_spk[s]) if by_spk[s] else np.zeros(0)
-        if x.size < 20:  # too little voiced speech: fall back to the corpus statistics
-            x = all_voiced
-        mean.append(x.mean())
-        std.append(max(x.std(), 0.05))
-    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-
-
-INIT_PARTS = ("all", "encoder", "matching")
-
-
-def copy_matching(src, dst) -> list[str]:
-    """Copy each tensor of `src` whose name and shape `dst` shares; returns those left fresh."""
-    theirs = src.state_dict()
-    own = dst.state_dict()
-    same = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
-    dst.load_state_dict(same, strict=False)
-    return [k for k in own if k not in same]
-
-
-ENCODER_PARTS = ("encoder.", "quantizer.", "pitch.", "logf0_mean", "logf0_std")
-
-
-def transplant_encoder(src, dst) -> None:
-    """Copy the encoder, codebook, F0 predictor and pitch statistics of `src` into `dst`."""
-    if src.pitch is None or dst.pitch is None:
-        raise SpeechVQError("init_parts: encoder needs the pitch path in both models")
-    own = dst.state_dict()
-    parts = {k: v for k, v in src.state_dict().items() if k.startswith(ENCODER_PARTS)}
-    for k, v in parts.items():
-        if k not in own or own[k].shape != v.shape:
-            raise SpeechVQError(f"init_parts: encoder: {k} does not fit the new model's config")
-    dst.load_state_dict(parts, strict=False)
 
 
 @torch.no_grad()
@@ -268,10 +225,10 @@ def train(
     torch.manual_seed(cfg.seed)
     base = None
     if state is None and init_from is not None:
-        base, cfg = _base_model(init_from, corpus, cfg)
+        base, cfg = base_model(init_from, corpus, cfg)
         if cfg.init_parts == "all":
             model_cfg = base.config
-    model = _build_model(model_cfg, base, cfg, corpus, fresh=state is None, verbose=dist.main)
+    model = build_model(model_cfg, base, cfg, corpus, fresh=state is None, verbose=dist.main)
     model.to(device).train()
     task = VQVAETask(model, corpus, cfg, run_dir, device)
     if state is None and base is None and model_cfg.quantizer.kmeans_init:
@@ -281,50 +238,6 @@ def train(
     return TrainResult(
         run_dir, r.steps, run_dir / "model.safetensors", last_loss, r.elapsed, r.interrupted
     )
-
-
-def _base_model(init_from, corpus: PreparedCorpus, cfg: TrainConfig) -> tuple[Any, TrainConfig]:
-    """The `--init-from` model, checked against the corpus, and the config that records it."""
-    from speechvq.inference.loading import load
-
-    base = load(init_from)
-    if list(base.speakers) != corpus.speakers:
-        raise SpeechVQError(
-            f"{init_from}: its {len(base.speakers)} speakers are not the corpus's "
-            f"{len(corpus.speakers)}; --init-from needs the same speaker table"
-        )
-    if cfg.init_parts not in INIT_PARTS:
-        raise SpeechVQError(
-            f"init_parts must be one of {', '.join(INIT_PARTS)}, got {cfg.init_parts!r}"
-        )
-    return base, dataclasses.replace(
-        cfg,
-        init_from=str(init_from),
-        base_steps=int(base.metadata.get("training_steps", 0)),
-        base_hours=float(base.metadata.get("training_hours", 0.0)),
-    )
-
-
-def _build_model(model_cfg, base, cfg: TrainConfig, corpus, *, fresh: bool, verbose: bool):
-    """A new `SpeechVQ`, started from `base` as `cfg.init_parts` says, or with the
-    corpus's pitch statistics when it starts from scratch."""
-    from speechvq.models.model import SpeechVQ
-
-    model = SpeechVQ(model_cfg)
-    if base is not None and cfg.init_parts == "encoder":
-        transplant_encoder(base, model)
-    elif base is not None and cfg.init_parts == "matching":
-        fresh_names = copy_matching(base, model)
-        if fresh_names and verbose:
-            names = ", ".join(fresh_names[:4])
-            print(f"init_parts matching: {len(fresh_names)} tensors start fresh ({names} ...)")
-    elif base is not None:  # a prior in the file is left out: new codes need a new prior
-        model.load_state_dict(
-            {k: v for k, v in base.state_dict().items() if not k.startswith("prior.")}
-        )
-    elif fresh and model.pitch is not None:
-        model.set_pitch_stats(*pitch_stats(corpus, corpus.speakers))
-    return model
 
 
 class VQVAETask:
