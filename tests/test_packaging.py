@@ -99,3 +99,13 @@ def test_a_built_wheel_carries_the_shipped_model(tmp_path):
     for filename, _ in loading.REGISTRY.values():
         assert f"speechvq/pretrained/{filename}" in names
     assert "speechvq/pretrained/README.md" in names and "speechvq/cli/__init__.py" in names
+
+
+def test_license_and_changelog_match_the_package():
+    import speechvq
+
+    assert PYPROJECT["license"] == {"text": "MIT"}
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    newest = re.search(r"^## (\S+)", changelog, re.M).group(1)
+    assert newest == speechvq.__version__, "bump CHANGELOG.md with the version"

@@ -1,13 +1,13 @@
 """`speechvq analyze-phonemes`: one model's codes against the phones of an aligned corpus.
 
 `analyze_phonemes` encodes every aligned utterance (matched to its alignment
-by path: `speechvq.alignments.match_alignments`), labels the code units with
+by path: `speechvq.data.alignments.match_alignments`), labels the code units with
 phones and scores them with the metrics of `speechvq.analysis.phonemes`, beside the
 same numbers for an untrained model of the same config so that a figure can
 be read against chance (VQ-VAE §4.3 reports 49.3% against a 7.2% majority
 baseline). It writes the typed `PhonemeReport` as report.json and report.md,
 with the figures of `speechvq.analysis.plots`. The audio comes from
-`speechvq.discovery.find_recordings`.
+`speechvq.data.discovery.find_recordings`.
 """
 
 from __future__ import annotations

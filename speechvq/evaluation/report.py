@@ -1,6 +1,6 @@
 """The files `speechvq evaluate` writes: results.json, results.md and PNG figures.
 
-`write_report` turns the `EvaluationReport` of `speechvq.evaluate.evaluate`
+`write_report` turns the `EvaluationReport` of `speechvq.evaluation.evaluate.evaluate`
 into a report folder: JSON for programs, `markdown` tables (quality per
 system, DNSMOS detail, voice conversion, notes) for people, and figures
 (log-mel spectrograms of a few files, quality against bitrate). Kept apart

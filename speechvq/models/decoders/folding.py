@@ -8,7 +8,7 @@ that overlap by `overlap_seconds` and start `warmup_frames` early,
 joins them with `crossfade_windows`, and `HarmonicFrames` gives each segment
 the slice of the whole utterance's harmonic source (phase continuity), so
 voiced parts of neighbouring segments cross-fade in phase. `FoldConfig` holds
-the knobs; `speechvq.synthesis.synthesize` is the entry point.
+the knobs; `speechvq.models.decoders.synthesis.synthesize` is the entry point.
 """
 
 from __future__ import annotations
