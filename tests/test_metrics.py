@@ -120,4 +120,7 @@ def test_dnsmos_scores_in_range(voice):
     score = M.dnsmos(voice, SR)
     for value in (score.ovrl, score.sig, score.bak):
         assert 1.0 <= value <= 5.0
+    # Loud white noise over the voice: the background score must drop, and clearly.
+    noisy = voice + 0.3 * np.random.default_rng(0).standard_normal(voice.size).astype(np.float32)
+    assert M.dnsmos(noisy, SR).bak < score.bak - 0.5
     assert np.isnan(M.dnsmos(np.zeros(SR, np.float32), SR).ovrl)

@@ -1,4 +1,5 @@
-"""The shipped model on the demo input: codes and audio bit-identical to the stored reference.
+"""Files of earlier versions: the shipped model's codes and audio on the demo input,
+bit-identical to the stored reference, and an `.svq` written by 0.1.0.
 
 `tests/data/demo_reference.npz` holds the codes of `examples/demo.wav` and
 their decode as p226 with seed 0, on one thread (other thread counts sum in
@@ -35,3 +36,22 @@ def test_shipped_model_is_bit_identical_on_the_demo_input(one_thread):
     out = model.decode(codes, "p226", seed=0)
     assert out.dtype == np.float32 and out.shape == reference["wave"].shape
     assert np.array_equal(out, reference["wave"]), np.abs(out - reference["wave"]).max()
+
+
+def test_an_svq_file_written_by_0_1_0_still_decodes(one_thread):
+    """`speechvq compress` of 0.1.0 (the first second of the demo, prior-coded as p225)."""
+    from speechvq.codec.bitstream import read_svq
+    from speechvq.inference.compression import (
+        decompress,
+        entropy_source,
+        model_hash_of,
+        unpack_codes,
+    )
+
+    data = REPO / "tests" / "data"
+    model = speechvq.load(None)
+    svq = read_svq(data / "demo_1s_v0.1.0.svq", expected_model_hash=model_hash_of(model))
+    assert (svq.header.entropy_model, svq.header.speaker) == ("prior", "p225")
+    codes = unpack_codes(svq, entropy_source(model, "prior", svq.header.speaker))
+    np.testing.assert_array_equal(codes, np.load(data / "demo_1s_v0.1.0_codes.npy"))
+    assert decompress(model, data / "demo_1s_v0.1.0.svq", seed=0).shape == (16000,)
