@@ -83,6 +83,41 @@ def test_librispeech_layouts(tmp_path):
     assert [Path(s.path).name for s in discover(Source(flat, "librispeech"))[1]] == ["notes.flac"]
 
 
+def test_kaldi_layout(tmp_path):
+    """speechocean762's layout: `<root>/train/{wav.scp,utt2spk}`, audio paths from `<root>`."""
+    root = tmp_path / "so762"
+    for spk, utts in (("0001", ("000010011", "000010035")), ("0005", ("000050012",))):
+        for utt in utts:
+            write(root / "WAVE" / f"SPEAKER{spk}" / f"{utt}.flac", tone(200, 16000), 16000)
+    data = root / "train"
+    data.mkdir()
+    (data / "wav.scp").write_text(
+        "000010011 WAVE/SPEAKER0001/000010011.flac\n"
+        "000010035 WAVE/SPEAKER0001/000010035.flac\n"
+        "000050012 WAVE/SPEAKER0005/000050012.flac\n"
+        "000050099 WAVE/SPEAKER0005/missing.flac\n"
+        "000050100 sox a.sph -t wav - |\n"
+        "000070001 WAVE/SPEAKER0001/000010011.flac\n"
+    )
+    (data / "utt2spk").write_text(
+        "000010011 0001\n000010035 0001\n000050012 0005\n000050099 0005\n000050100 0005\n"
+    )
+    assert detect_layout(root) == detect_layout(data) == "kaldi"
+    for source in (Source(root, "kaldi"), parse_source(f"{data}:kaldi")):
+        files, skipped = discover(source)
+        assert [(f.id, f.speaker) for f in files] == [
+            ("000010011", "0001"),
+            ("000010035", "0001"),
+            ("000050012", "0005"),
+        ]
+        assert files[0].path.resolve() == (root / "WAVE/SPEAKER0001/000010011.flac").resolve()
+        reasons = sorted(s.reason.split(" ")[0] for s in skipped)
+        assert reasons == ["a", "audio", "no"]  # piped command, missing file, no speaker
+    (data / "utt2spk").write_text("000010011\n")
+    with pytest.raises(SpeechVQError, match="utt2spk:1: expected"):
+        discover(Source(root, "kaldi"))
+
+
 def test_folder_layout_ids_unique_across_speakers(tmp_path):
     for spk in ("SF1", "TM1"):
         write(tmp_path / spk / "100001.wav", tone(200, 16000, 0.1), 16000)
@@ -331,6 +366,7 @@ def test_shared_data_handful_of_each(tmp_path):
         "librispeech/test-other": "librispeech",
         "librispeech/train-clean-100": "librispeech",
         "vcc2016": "folder",
+        "speechocean762": "kaldi",
     }
     sources, files = [], []
     for rel, layout in dirs.items():
@@ -342,7 +378,7 @@ def test_shared_data_handful_of_each(tmp_path):
         files += sorted(found, key=lambda f: f.path.stat().st_size)[:2]  # the 2 shortest
     config = PrepareConfig(workers=1, heldout=0.0)  # Harvest, as shipped models use
     summary = prepare_files(files, tmp_path / "out", config, sources=sources, progress=False)
-    assert not summary.skipped and summary.utterances["train"] == 8
+    assert not summary.skipped and summary.utterances["train"] == 10
     c = PreparedCorpus(tmp_path / "out")
     assert c.speakers == sorted({f.speaker for f in files})
     for utt in c.utterances():

@@ -16,7 +16,9 @@ def prepare(
         ..., help="Corpus folders, each DIR or DIR:LAYOUT, then the output folder."
     ),
     out_dir: Path = typer.Argument(..., help="Prepared-corpus folder to write."),
-    layout: str = typer.Option("auto", help="auto|vctk|librispeech|folder (DIR:LAYOUT wins)."),
+    layout: str = typer.Option(
+        "auto", help="auto|vctk|librispeech|kaldi|folder (DIR:LAYOUT wins)."
+    ),
     sample_rate: int = typer.Option(16000, help="Model sample rate."),
     heldout: float = typer.Option(0.05, help="Share of each speaker's utterances for valid."),
     heldout_speakers: str = typer.Option("", help="Comma-separated speakers held out whole."),

@@ -1,7 +1,8 @@
 """Corpus discovery: which audio files a corpus folder holds, and whose voice each is.
 
-Three layouts are known: VCTK (`wav48/<speaker>/<file>`), LibriSpeech (files
-named `<speaker>-<chapter>-<n>`, in any folders) and a generic
+Four layouts are known: VCTK (`wav48/<speaker>/<file>`), LibriSpeech (files
+named `<speaker>-<chapter>-<n>`, in any folders), a Kaldi data folder
+(`wav.scp` and `utt2spk`; speechocean762 ships as one) and a generic
 `<speaker>/<file>` folder. `parse_source` reads a `DIR[:LAYOUT]` argument,
 `detect_layout` guesses the layout, and `discover` lists a folder's files as
 `SourceFile`s (path, speaker, corpus-wide id) in a stable order, with the
@@ -19,7 +20,7 @@ from speechvq.audio.io import AUDIO_EXTENSIONS
 from speechvq.data.discovery import find_files
 from speechvq.errors import SpeechVQError
 
-LAYOUTS = ("vctk", "librispeech", "folder")
+LAYOUTS = ("vctk", "librispeech", "kaldi", "folder")
 # LibriSpeech names every file <speaker>-<chapter>-<utterance>.
 _LIBRISPEECH_NAME = re.compile(r"^([^-]+)-([^-]+)-(\d+)$")
 
@@ -62,10 +63,12 @@ def parse_source(text: str, default_layout: str = "auto") -> Source:
 
 
 def detect_layout(path: Path) -> str:
-    """vctk if `path` is or holds `wav48/`; librispeech if its first audio file is named
-    `<spk>-<chapter>-<n>`; otherwise folder."""
+    """vctk if `path` is or holds `wav48/`; kaldi if it is or holds Kaldi data folders;
+    librispeech if its first audio file is named `<spk>-<chapter>-<n>`; otherwise folder."""
     if path.name == "wav48" or (path / "wav48").is_dir():
         return "vctk"
+    if _kaldi_folders(path):
+        return "kaldi"
     first = next(iter(find_files(path, AUDIO_EXTENSIONS)), None)
     if first is not None and _LIBRISPEECH_NAME.match(first.stem):
         return "librispeech"
@@ -87,6 +90,12 @@ def discover(source: Source) -> tuple[list[SourceFile], list[SkippedFile]]:
                 found.append(SourceFile(f, m.group(1), f.stem))
             else:
                 skipped.append(SkippedFile(str(f), "name is not <speaker>-<chapter>-<n>"))
+    elif source.layout == "kaldi":
+        folders = _kaldi_folders(root)
+        if not folders:
+            raise SpeechVQError(f"{root}: no Kaldi data folder (wav.scp and utt2spk) here")
+        for folder in folders:
+            _discover_kaldi(folder, found, skipped)
     elif source.layout == "folder":
         for f in find_files(root, AUDIO_EXTENSIONS):
             parts = f.relative_to(root).with_suffix("").parts
@@ -99,3 +108,54 @@ def discover(source: Source) -> tuple[list[SourceFile], list[SkippedFile]]:
     else:
         raise SpeechVQError(f"{root}: unknown layout {source.layout!r}")
     return found, skipped
+
+
+def _kaldi_folders(path: Path) -> list[Path]:
+    """`path` if it is a Kaldi data folder, else its subfolders that are (sorted)."""
+
+    def is_data(d: Path) -> bool:
+        return (d / "wav.scp").is_file() and (d / "utt2spk").is_file()
+
+    if is_data(path):
+        return [path]
+    return sorted(d for d in path.iterdir() if d.is_dir() and is_data(d))
+
+
+def _discover_kaldi(folder: Path, found: list[SourceFile], skipped: list[SkippedFile]) -> None:
+    """The utterances of one Kaldi data folder: `wav.scp` gives `<utt> <path>`, `utt2spk`
+    `<utt> <speaker>`. A relative path is tried against the folder and the folders above it
+    (Kaldi recipes write them relative to where they run). Piped commands
+    (`<utt> sox ... |`) and segment files are not read."""
+    speakers = dict(_kaldi_table(folder / "utt2spk"))
+    for utt, entry in _kaldi_table(folder / "wav.scp"):
+        where = f"{folder / 'wav.scp'}: {utt}"
+        if entry.endswith("|") or " " in entry:
+            skipped.append(SkippedFile(where, "a piped command, not a file (not supported)"))
+            continue
+        if utt not in speakers:
+            skipped.append(SkippedFile(where, "no speaker in utt2spk"))
+            continue
+        path = Path(entry)
+        candidates = [path] if path.is_absolute() else [d / path for d in (folder, *folder.parents)]
+        audio = next((c for c in candidates if c.is_file()), None)
+        if audio is None:
+            skipped.append(SkippedFile(where, f"audio file {entry} not found"))
+            continue
+        found.append(SourceFile(audio, speakers[utt], utt))
+
+
+def _kaldi_table(path: Path) -> list[tuple[str, str]]:
+    """The `<key> <value...>` lines of a Kaldi table file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpeechVQError(f"{path}: unreadable ({exc})") from None
+    rows = []
+    for n, line in enumerate(lines, start=1):
+        key, _, value = line.strip().partition(" ")
+        if not key:
+            continue
+        if not value.strip():
+            raise SpeechVQError(f"{path}:{n}: expected '<key> <value>', got {line!r}")
+        rows.append((key, value.strip()))
+    return rows
