@@ -112,3 +112,15 @@ def test_compress_decompress_with_the_shipped_model(tmp_path, wav_file):
         app, ["compress", str(wav_file), str(tmp_path / "c.svq"), "--entropy", "zip"]
     )
     assert result.exit_code == 2 and "unknown entropy model 'zip'" in result.stderr
+
+
+def test_a_closed_pipe_is_quiet(model_file):
+    """`speechvq speakers | head -1`: when the reader goes away, no error line, status 141."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "speechvq.cli", "speakers", "--model", str(model_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # before the model has loaded: every write meets a closed pipe
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and err == b"", err

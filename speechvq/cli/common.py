@@ -52,6 +52,9 @@ def errors():
             raise
         typer.echo(f"speechvq: error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except BrokenPipeError:  # `speechvq info | head -3`: the reader has gone, quietly
+        _silence_stdout()
+        raise typer.Exit(141) from None  # as a process killed by SIGPIPE
     except OSError as exc:  # disk full, permission denied: still one line
         if _state["debug"]:
             raise
@@ -75,6 +78,15 @@ def errors():
 # A command's own exits pass through. typer >= 0.26 bundles its own click, and
 # `typer.Exit` is no longer click's, so name typer's classes (not click's).
 _TYPER_EXITS = (typer.Exit, typer.Abort, typer.exceptions.TyperException)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 class _Terminated(KeyboardInterrupt):
