@@ -106,9 +106,9 @@ def test_kaldi_layout(tmp_path):
     for source in (Source(root, "kaldi"), parse_source(f"{data}:kaldi")):
         files, skipped = discover(source)
         assert [(f.id, f.speaker) for f in files] == [
-            ("000010011", "0001"),
-            ("000010035", "0001"),
-            ("000050012", "0005"),
+            ("so762_000010011", "so762_0001"),
+            ("so762_000010035", "so762_0001"),
+            ("so762_000050012", "so762_0005"),
         ]
         assert files[0].path.resolve() == (root / "WAVE/SPEAKER0001/000010011.flac").resolve()
         reasons = sorted(s.reason.split(" ")[0] for s in skipped)

@@ -94,8 +94,11 @@ def discover(source: Source) -> tuple[list[SourceFile], list[SkippedFile]]:
         folders = _kaldi_folders(root)
         if not folders:
             raise SpeechVQError(f"{root}: no Kaldi data folder (wav.scp and utt2spk) here")
+        # Kaldi speaker and utterance ids are corpus-local (speechocean762's are bare
+        # numbers, some equal to LibriSpeech speakers'): prefix them with the corpus name.
+        corpus = root.name if folders != [root] else root.resolve().parent.name
         for folder in folders:
-            _discover_kaldi(folder, found, skipped)
+            _discover_kaldi(folder, f"{corpus}_", found, skipped)
     elif source.layout == "folder":
         for f in find_files(root, AUDIO_EXTENSIONS):
             parts = f.relative_to(root).with_suffix("").parts
@@ -121,11 +124,13 @@ def _kaldi_folders(path: Path) -> list[Path]:
     return sorted(d for d in path.iterdir() if d.is_dir() and is_data(d))
 
 
-def _discover_kaldi(folder: Path, found: list[SourceFile], skipped: list[SkippedFile]) -> None:
+def _discover_kaldi(
+    folder: Path, prefix: str, found: list[SourceFile], skipped: list[SkippedFile]
+) -> None:
     """The utterances of one Kaldi data folder: `wav.scp` gives `<utt> <path>`, `utt2spk`
-    `<utt> <speaker>`. A relative path is tried against the folder and the folders above it
-    (Kaldi recipes write them relative to where they run). Piped commands
-    (`<utt> sox ... |`) and segment files are not read."""
+    `<utt> <speaker>`; both ids get `prefix`. A relative path is tried against the
+    folder and the folders above it (Kaldi recipes write them relative to where they
+    run). Piped commands (`<utt> sox ... |`) and segment files are not read."""
     speakers = dict(_kaldi_table(folder / "utt2spk"))
     for utt, entry in _kaldi_table(folder / "wav.scp"):
         where = f"{folder / 'wav.scp'}: {utt}"
@@ -141,7 +146,7 @@ def _discover_kaldi(folder: Path, found: list[SourceFile], skipped: list[Skipped
         if audio is None:
             skipped.append(SkippedFile(where, f"audio file {entry} not found"))
             continue
-        found.append(SourceFile(audio, speakers[utt], utt))
+        found.append(SourceFile(audio, prefix + speakers[utt], prefix + utt))
 
 
 def _kaldi_table(path: Path) -> list[tuple[str, str]]:
