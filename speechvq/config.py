@@ -100,6 +100,27 @@ class SourceFilterConfig:
     noise_bins: int = 65  # noise filter magnitude, 125 Hz apart
 
 
+@dataclass(frozen=True)
+class SpeakerEncoderConfig:
+    """The speaker encoder (`models.speaker_encoder`): a voice vector from a recording.
+
+    Off by default (the decoder then knows its training speakers by name
+    only). On, the decoder is conditioned on the vector of a reference
+    recording, so any voice can be decoded or converted to; the vector has
+    the decoder's `speaker_dim`.
+    """
+
+    enabled: bool = False
+    n_mels: int = 80
+    n_fft: int = 512  # 32 ms at 16 kHz
+    hop: int = 160  # 10 ms
+    channels: int = 256
+    layers: int = 4  # dilated residual conv layers after the first
+    # Frames more than this many dB below the recording's loudest are left out of
+    # the pooling (silence carries no voice).
+    floor_db: float = 50.0
+
+
 DECODER_KINDS = ("wavenet", "source-filter")
 
 
@@ -128,6 +149,7 @@ class ModelConfig:
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     pitch: PitchConfig = field(default_factory=PitchConfig)
+    speaker_encoder: SpeakerEncoderConfig = field(default_factory=SpeakerEncoderConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "speakers", tuple(str(s) for s in self.speakers))
@@ -172,6 +194,10 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["speakers"] = list(self.speakers)
+        if not self.speaker_encoder.enabled:
+            # Off, it is left out: the configs (and so the model hashes that `.svq`
+            # files check) of models from before it existed stay as they were.
+            del d["speaker_encoder"]
         return d
 
     @classmethod
@@ -192,6 +218,9 @@ class ModelConfig:
                     DecoderConfig, {**dec, "wavenet": wavenet, "source_filter": source_filter}
                 ),
                 "pitch": build_dataclass(PitchConfig, d.get("pitch", {})),
+                "speaker_encoder": build_dataclass(
+                    SpeakerEncoderConfig, d.get("speaker_encoder", {})
+                ),
             },
         )
 
@@ -200,7 +229,8 @@ class ModelConfig:
         cls, name: str, speakers: tuple[str, ...] | list[str] = (), pitch: bool | None = None
     ) -> ModelConfig:
         """`tiny` (tests, seconds), `small` (a 2-core CPU), `paper` (the paper's sizes, a GPU);
-        `small-sf` / `tiny-sf` swap the WaveNet for the source-filter decoder.
+        `small-sf` / `tiny-sf` swap the WaveNet for the source-filter decoder, and
+        `small-sf-spk` / `tiny-sf-spk` add a speaker encoder (any voice).
 
         `pitch` switches the pitch path on or off; by default `small` has it
         on (it is what makes a CPU-trained decoder voiced, see README) and the
@@ -260,6 +290,25 @@ PRESETS: dict[str, ModelConfig] = {
             ),
         ),
         pitch=PitchConfig(enabled=True, predictor_channels=16, predictor_layers=1),
+    ),
+    # `small-sf` that decodes any voice: a speaker encoder in place of the names.
+    "small-sf-spk": ModelConfig(
+        decoder=DecoderConfig(kind="source-filter"),
+        pitch=PitchConfig(enabled=True),
+        speaker_encoder=SpeakerEncoderConfig(enabled=True),
+    ),
+    "tiny-sf-spk": ModelConfig(
+        encoder=EncoderConfig(channels=16, latent_dim=8, residual_blocks=1),
+        quantizer=QuantizerConfig(codebook_size=16, dim=8),
+        decoder=DecoderConfig(
+            kind="source-filter",
+            speaker_dim=8,
+            source_filter=SourceFilterConfig(
+                channels=16, layers=2, harmonics=32, envelope_bins=33, noise_bins=17
+            ),
+        ),
+        pitch=PitchConfig(enabled=True, predictor_channels=16, predictor_layers=1),
+        speaker_encoder=SpeakerEncoderConfig(enabled=True, n_mels=20, channels=16, layers=1),
     ),
     "paper": ModelConfig(
         encoder=EncoderConfig(channels=512, latent_dim=64, residual_blocks=3),

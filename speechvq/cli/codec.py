@@ -18,6 +18,14 @@ from speechvq.cli.common import (
     errors,
     load_model,
 )
+from speechvq.errors import SpeechVQError
+
+SpeakerWavOpt = typer.Option(
+    None,
+    "--speaker-wav",
+    help="Decode in the voice of these recordings (repeat for several files; needs a model "
+    "with a speaker encoder).",
+)
 
 
 @app.command()
@@ -44,32 +52,41 @@ def encode(
 def decode(
     input: Path = typer.Argument(..., help="Codes .npy file (from `speechvq encode`)."),
     output: Path = typer.Argument(..., help="Audio file to write (wav)."),
-    speaker: str = typer.Option(..., "--speaker", "-s", help="Speaker to decode with."),
+    speaker: str | None = typer.Option(None, "--speaker", "-s", help="Speaker to decode with."),
+    speaker_wav: list[Path] | None = SpeakerWavOpt,
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
     exact: bool = ExactOpt,
     force: bool = ForceOpt,
 ):
-    """Synthesise speech from codes in a given speaker's voice."""
+    """Synthesise speech from codes in a given speaker's voice (a name or a recording)."""
     with errors():
         from speechvq.audio.io import save_audio
         from speechvq.codec.codes import load_codes
 
         check_output(output, force)
         m = load_model(model)
-        m.speaker_id(speaker)
+        voice, name = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav")
         codes = load_codes(input, m.config.quantizer.codebook_size)
-        wave = m.decode(codes, speaker, temperature=temperature, seed=seed, exact=exact)
+        wave = m.decode(codes, voice, temperature=temperature, seed=seed, exact=exact)
         save_audio(output, wave, m.sample_rate)
-        typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s as {speaker}")
+        typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s as {name}")
 
 
 @app.command()
 def convert(
     input: Path = typer.Argument(..., help="Speech to convert."),
     output: Path = typer.Argument(..., help="Audio file to write (wav)."),
-    target_speaker: str = typer.Option(..., "--target-speaker", "-s", help="Target voice."),
+    target_speaker: str | None = typer.Option(
+        None, "--target-speaker", "-s", help="Target voice: a speaker of the model."
+    ),
+    target_wav: list[Path] | None = typer.Option(
+        None,
+        "--target-wav",
+        help="Target voice: recordings of it, a few seconds in all (repeat for several files;"
+        " needs a model with a speaker encoder).",
+    ),
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
@@ -82,11 +99,28 @@ def convert(
 
         check_output(output, force)
         m = load_model(model)
-        m.speaker_id(target_speaker)
+        voice, name = pick_voice(m, target_speaker, target_wav, "--target-speaker", "--target-wav")
         wave, sr = load_audio(input, m.sample_rate)
-        out = m.convert(wave, sr, target_speaker, temperature=temperature, seed=seed, exact=exact)
+        out = m.convert(wave, sr, voice, temperature=temperature, seed=seed, exact=exact)
         save_audio(output, out, m.sample_rate)
-        typer.echo(f"{output}: {len(out) / m.sample_rate:.2f} s as {target_speaker}")
+        typer.echo(f"{output}: {len(out) / m.sample_rate:.2f} s as {name}")
+
+
+def pick_voice(m, name: str | None, wavs: list[Path] | None, name_opt: str, wav_opt: str):
+    """The voice a command was given, as a name or recordings: (what `decode` takes, a label)."""
+    from speechvq.audio.io import load_audio
+
+    if (name is None) == (not wavs):
+        raise SpeechVQError(f"give either {name_opt} NAME or {wav_opt} FILE")
+    if name is not None:
+        m.speaker_id(name)  # an unknown name fails here, listing the known ones
+        return name, name
+    recordings = [load_audio(path, m.sample_rate) for path in wavs]
+    try:
+        voice = m.voice(recordings)
+    except SpeechVQError as exc:
+        raise SpeechVQError(f"{', '.join(map(str, wavs))}: {exc}") from None
+    return voice, "the voice of " + ", ".join(p.name for p in wavs)
 
 
 @app.command()

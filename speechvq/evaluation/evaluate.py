@@ -153,7 +153,7 @@ class _Run:
         model = self.model
         if model is not None:
             codes = model.encode(ref, self.sr)
-            speaker = _decode_speaker(model, item)
+            speaker = _decode_speaker(model, item, ref, self.sr)
             outputs[MODEL_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed)
             bits = _prior_bits(model, codes, item)
             if bits is not None:
@@ -288,13 +288,25 @@ def _prior_bits(model, codes: np.ndarray, item: Recording) -> float | None:
     return float(nats) * len(codes) / math.log(2)
 
 
-def _decode_speaker(model, item: Recording) -> str | int:
+def _decode_speaker(model, item: Recording, ref: np.ndarray, sr: int) -> Any:
+    """The voice a codec user gets: with a speaker encoder, the recording's own (what
+    `compress` keeps of it); else its speaker's name, or the model's first speaker."""
+    if model.speaker_encoder is not None:
+        try:
+            return model.voice([(ref, sr)])
+        except SpeechVQError:  # too short or too little voiced speech: a name after all
+            pass
     if item.speaker in model.speakers:
         return item.speaker
     return model.speakers[0] if model.speakers else 0
 
 
 def _note_speakers(model, items: list[Recording], report: EvaluationReport) -> None:
+    if model.speaker_encoder is not None:
+        report.notes.append(
+            "each file is decoded in its own voice, measured by the speaker encoder"
+        )
+        return
     unknown = sum(1 for i in items if i.speaker not in model.speakers)
     if unknown:
         first = model.speakers[0] if model.speakers else "speaker 0"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from speechvq.audio.io import resample
+from speechvq.audio.mel import mel_filterbank
 
 PESQ_RATE = 16000  # wideband PESQ and DNSMOS are defined at 16 kHz
 # +-40 ms, not 20: codec2's own delay is 20 ms (320 samples at 16 kHz), at the
@@ -155,23 +156,6 @@ def pesq_wb(reference: np.ndarray, test: np.ndarray, sample_rate: int) -> float:
         return float(pesq(PESQ_RATE, ref, tst, "wb"))
     except PesqError:  # e.g. NoUtterancesError on silence
         return float("nan")
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """Triangular filters on the HTK mel scale, `[n_mels, n_fft // 2 + 1]`."""
-
-    def hz_to_mel(f):
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-
-    def mel_to_hz(m):
-        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2))
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (bins[None] - lower) / (centre - lower)
-    falling = (upper - bins[None]) / (upper - centre)
-    return np.maximum(0.0, np.minimum(rising, falling))
 
 
 def log_mel_spectrogram(

@@ -24,6 +24,8 @@ from speechvq.models.decoders.folding import FoldConfig
 from speechvq.models.encoder import Encoder
 from speechvq.models.pitch import PitchPredictor
 from speechvq.models.quantizer import VectorQuantizer
+from speechvq.models.speaker_encoder import SpeakerEncoder
+from speechvq.models.voice import Voice, voice_from_recordings
 
 
 @dataclass
@@ -54,6 +56,13 @@ class SpeechVQ(nn.Module):
         # Per-speaker log-F0 statistics, set from the training data (`set_pitch_stats`).
         self.register_buffer("logf0_mean", torch.full((n_spk,), math.log(150.0)))
         self.register_buffer("logf0_std", torch.full((n_spk,), 0.2))
+        # With a speaker encoder the decoder hears a voice vector, and the training
+        # voices are kept as the mean vector of each (`set_speaker_vectors`).
+        self.speaker_encoder: SpeakerEncoder | None = None
+        if config.speaker_encoder.enabled:
+            S = config.decoder.speaker_dim
+            self.speaker_encoder = SpeakerEncoder(config.speaker_encoder, config.sample_rate, S)
+            self.register_buffer("speaker_vectors", torch.zeros(n_spk, S))
         # The WaveNet prior over codes (`speechvq.models.prior.Prior`), trained after the
         # VQ-VAE by `speechvq train-prior`; `speechvq.load` attaches it when the file has one.
         self.prior: nn.Module | None = None
@@ -89,6 +98,15 @@ class SpeechVQ(nn.Module):
             known = ", ".join(self.speakers[:20]) + f", ... ({len(self.speakers)} in all)"
         raise SpeechVQError(f"unknown speaker {speaker!r}; this model's speakers: {known}")
 
+    def set_speaker_vectors(self, vectors: torch.Tensor) -> None:
+        """Store each training speaker's voice vector `[S, speaker_dim]` (the mean over
+        their recordings), which `--speaker NAME` uses."""
+        self.speaker_vectors.copy_(vectors)
+
+    def voice(self, recordings: list[tuple[np.ndarray, int]]) -> Voice:
+        """The voice of `(wave, sample_rate)` recordings of one speaker (speaker encoder)."""
+        return voice_from_recordings(self, recordings)
+
     def set_pitch_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Store per-speaker log-F0 mean and spread `[S]` (measured on training data)."""
         self.logf0_mean.copy_(mean)
@@ -102,17 +120,25 @@ class SpeechVQ(nn.Module):
         speaker: torch.Tensor,
         f0: torch.Tensor | None = None,
         encoder_input: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Teacher-forced pass: wave `[B, T]` in [-1, 1], speaker ids `[B]`, F0 `[B, T / hop]`.
 
         `encoder_input` `[B, T]`, if given, is what the encoder reads instead
         of `wave` (an augmented copy, see `speechvq.audio.augment`); `wave` stays
-        the target.
+        the target. With a speaker encoder the decoder hears the voice vector of
+        `reference` `[B, T']` (other speech of the same speakers) rather than
+        the speakers' table rows; the F0 targets still use the speakers' levels.
         """
         z = self.encoder((wave if encoder_input is None else encoder_input)[:, None])  # (B, D, F)
         q = self.quantizer(z)
         pitch_loss = self._pitch_loss(q.quantized, f0, speaker)
-        recon = self.decoder.reconstruction_loss(wave, q.quantized, speaker, f0)
+        voice = speaker
+        if self.speaker_encoder is not None:
+            if reference is None:
+                raise ValueError("a model with a speaker encoder trains on reference audio")
+            voice = self.speaker_encoder(reference)  # (B, S)
+        recon = self.decoder.reconstruction_loss(wave, q.quantized, voice, f0)
         loss = recon + q.loss + pitch_loss
         return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
 
@@ -184,7 +210,7 @@ class SpeechVQ(nn.Module):
     def decode(
         self,
         codes: np.ndarray,
-        speaker: str | int,
+        speaker: str | int | Voice,
         *,
         temperature: float = 1.0,
         seed: int | None = None,
@@ -194,17 +220,19 @@ class SpeechVQ(nn.Module):
     ) -> np.ndarray:
         """`[F]` codes to a `[F * hop]` float32 waveform at `sample_rate`, in `speaker`'s voice.
 
-        With the pitch path, F0 is predicted from the codes at the speaker's
-        pitch level unless `f0` `[F]` (Hz, 0 = unvoiced) is given. By default
-        the utterance is folded into overlapping segments generated as one
-        batch (`fold`, see `speechvq.models.decoders.synthesis`); `exact` generates it as a
-        single stream (slower). The same `seed` gives the same waveform.
+        `speaker` is a training speaker's name (or index), or, with a speaker
+        encoder, any `Voice` (`voice(recordings)`). With the pitch path, F0 is
+        predicted from the codes at the voice's pitch level unless `f0` `[F]`
+        (Hz, 0 = unvoiced) is given. By default the WaveNet folds the utterance
+        into overlapping segments generated as one batch (`fold`, see
+        `models.decoders.synthesis`); `exact` generates it as a single stream
+        (slower). The same `seed` gives the same waveform.
         The source-filter decoder is not autoregressive: it synthesises the
         whole utterance in one pass (`temperature`, `exact` and `fold` are
         WaveNet options; `seed` sets its noise).
         """
         codes = self.check_codes(codes)
-        spk = torch.tensor([self.speaker_id(speaker)], device=self._device)
+        voice, mean, std = self._voice_tensors(speaker)
         self.eval()
         latents = self.quantizer.lookup(torch.from_numpy(codes)[None].to(self._device))
         f0_t = None
@@ -212,9 +240,23 @@ class SpeechVQ(nn.Module):
             if f0 is not None:
                 f0_t = torch.as_tensor(np.asarray(f0, dtype=np.float32)[None], device=self._device)
             else:
-                f0_t = self.predict_f0(latents, spk)
+                pred = self.pitch(latents)
+                f0_t = PitchPredictor.to_hz(pred, mean, std, self.config.pitch)
         options = SynthesisOptions(temperature=temperature, seed=seed, exact=exact, fold=fold)
-        return self.decoder.synthesize(latents, spk, f0_t, options)
+        return self.decoder.synthesize(latents, voice, f0_t, options)
+
+    def _voice_tensors(self, speaker: str | int | Voice):
+        """The decoder's speaker input (ids `[1]` or a vector `[1, S]`) and log-F0 level `[1]`."""
+        dev = self._device
+        if isinstance(speaker, Voice):
+            if self.speaker_encoder is None:
+                raise SpeechVQError("this model has no speaker encoder: give a speaker's name")
+            vector = torch.as_tensor(speaker.vector, dtype=torch.float32, device=dev)[None]
+            level = torch.tensor([speaker.logf0_mean, speaker.logf0_std], device=dev)
+            return vector, level[:1], level[1:]
+        index = torch.tensor([self.speaker_id(speaker)], device=dev)
+        voice = index if self.speaker_encoder is None else self.speaker_vectors[index]
+        return voice, self.logf0_mean[index], self.logf0_std[index]
 
     def predict_f0(self, latents: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
         """Predicted F0 `[B, F]` in Hz at the speakers' pitch level, for latents `[B, D, F]`."""
@@ -224,10 +266,12 @@ class SpeechVQ(nn.Module):
         return PitchPredictor.to_hz(pred, mean, std, self.config.pitch)
 
     def convert(
-        self, wave: np.ndarray, sample_rate: int, target_speaker: str | int, **kwargs
+        self, wave: np.ndarray, sample_rate: int, target_speaker: str | int | Voice, **kwargs
     ) -> np.ndarray:
-        """Voice conversion: encode, then decode in `target_speaker`'s voice."""
-        self.speaker_id(target_speaker)  # fail before the slow part
+        """Voice conversion: encode, then decode in `target_speaker`'s voice (a name, or a
+        `Voice` from recordings)."""
+        if not isinstance(target_speaker, Voice):
+            self.speaker_id(target_speaker)  # fail before the slow part
         return self.decode(self.encode(wave, sample_rate), target_speaker, **kwargs)
 
     def check_codes(self, codes: np.ndarray) -> np.ndarray:

@@ -49,10 +49,11 @@ def base_model(init_from, corpus: PreparedCorpus, cfg: Any) -> tuple[Any, Any]:
     from speechvq.inference.loading import load
 
     base = load(init_from)
-    if list(base.speakers) != corpus.speakers:
+    if list(base.speakers) != corpus.speakers and cfg.init_parts != "matching":
         raise SpeechVQError(
             f"{init_from}: its {len(base.speakers)} speakers are not the corpus's "
-            f"{len(corpus.speakers)}; --init-from needs the same speaker table"
+            f"{len(corpus.speakers)}; --init-from needs the same speaker table "
+            "(or init_parts: matching, which leaves the speaker tables fresh)"
         )
     if cfg.init_parts not in INIT_PARTS:
         raise SpeechVQError(
@@ -79,6 +80,8 @@ def build_model(model_cfg, base, cfg: Any, corpus, *, fresh: bool, verbose: bool
         if fresh_names and verbose:
             names = ", ".join(fresh_names[:4])
             print(f"init_parts matching: {len(fresh_names)} tensors start fresh ({names} ...)")
+        if "logf0_mean" in fresh_names and model.pitch is not None:  # another speaker table
+            model.set_pitch_stats(*pitch_stats(corpus, corpus.speakers))
     elif base is not None:  # a prior in the file is left out: new codes need a new prior
         model.load_state_dict(
             {k: v for k, v in base.state_dict().items() if not k.startswith("prior.")}

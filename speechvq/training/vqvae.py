@@ -80,9 +80,23 @@ class TrainConfig:
 
 
 class CropSampler:
-    """Batches of random hop-aligned crops, utterances drawn in proportion to their length."""
+    """Batches of random hop-aligned crops, utterances drawn in proportion to their length.
 
-    def __init__(self, corpus: PreparedCorpus, crop: int, batch_size: int, speakers: list[str]):
+    With `references`, each crop comes with a reference crop of the same
+    speaker for the speaker encoder: from another of their utterances when
+    they have one (so the voice vector cannot carry the crop's words), else
+    from elsewhere in the same utterance. References are drawn from their own
+    random stream, so the training crops are those of a run without them.
+    """
+
+    def __init__(
+        self,
+        corpus: PreparedCorpus,
+        crop: int,
+        batch_size: int,
+        speakers: list[str],
+        references: bool = False,
+    ):
         self.corpus = corpus
         self.crop = crop
         self.batch_size = batch_size
@@ -92,16 +106,31 @@ class CropSampler:
         weights = np.array([u.length for u in self.utts], dtype=np.float64)
         self.p = weights / weights.sum()
         self.spk = {s: i for i, s in enumerate(speakers)}
+        self.references = references
+        self.by_speaker: dict[str, list[int]] = {}
+        for i, u in enumerate(self.utts):
+            self.by_speaker.setdefault(u.speaker, []).append(i)
 
     def batch(self, seed: int, step: int, rank: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([seed, step, rank])
         picks = rng.choice(len(self.utts), size=self.batch_size, p=self.p)
         crops = [self.corpus.random_crop(self.utts[i], self.crop, rng) for i in picks]
-        return {
+        out = {
             "wave": torch.from_numpy(np.stack([c.audio for c in crops])),
             "f0": torch.from_numpy(np.stack([c.f0 for c in crops])),
             "speaker": torch.tensor([self.spk[self.utts[i].speaker] for i in picks]),
         }
+        if self.references:
+            ref_rng = np.random.default_rng([seed, step, rank, 2])
+            refs = [self._reference(int(i), ref_rng) for i in picks]
+            out["reference"] = torch.from_numpy(np.stack(refs))
+        return out
+
+    def _reference(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        same = self.by_speaker[self.utts[i].speaker]
+        others = [j for j in same if j != i]
+        j = others[rng.integers(len(others))] if others else i
+        return self.corpus.random_crop(self.utts[j], self.crop, rng).audio
 
 
 @torch.no_grad()
@@ -162,6 +191,7 @@ def _validate(model, corpus, utts, crop, budget, speakers, device, dtype) -> dic
                     wave,
                     torch.tensor([spk[u.speaker]], device=device),
                     torch.from_numpy(c.f0)[None].to(device),
+                    reference=wave,  # the crop's own voice (a loss figure, not a leak test)
                 )
             n = wave.shape[1]
             totals["recon_loss"] += float(out.recon_loss) * n
@@ -249,7 +279,8 @@ class VQVAETask:
         self.module = model
         self.corpus, self.cfg, self.run_dir, self.device = corpus, cfg, run_dir, device
         crop = int(cfg.crop_seconds * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
-        self.sampler = CropSampler(corpus, crop, cfg.batch_size, corpus.speakers)
+        refs = model.speaker_encoder is not None
+        self.sampler = CropSampler(corpus, crop, cfg.batch_size, corpus.speakers, refs)
 
     def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
         return self.sampler.batch(self.cfg.seed, step, rank)
@@ -257,7 +288,8 @@ class VQVAETask:
     def step(self, net, batch, step: int, rank: int, autocast) -> loop.Step:
         enc_in = perturb(batch["wave"], self.cfg, step, rank)
         with autocast():
-            out = net(batch["wave"], batch["speaker"], batch["f0"], enc_in)
+            ref = batch.get("reference")  # with a speaker encoder
+            out = net(batch["wave"], batch["speaker"], batch["f0"], enc_in, ref)
         return loop.Step(
             loss=out.loss,
             amount=batch["wave"].numel() / self.corpus.sample_rate,
@@ -283,6 +315,8 @@ class VQVAETask:
 
 def _export(model, run_dir: Path, corpus: PreparedCorpus, step: int, elapsed: float, cfg) -> None:
     """Write the run's model file; steps and hours count any model it started from."""
+    if model.speaker_encoder is not None:
+        model.set_speaker_vectors(speaker_vectors(model, corpus))
     extra = {"initialized_from": cfg.init_from} if cfg.init_from else {}
     model.save(
         run_dir / "model.safetensors",
@@ -292,3 +326,27 @@ def _export(model, run_dir: Path, corpus: PreparedCorpus, step: int, elapsed: fl
         **extra,
     )
     model.train()
+
+
+@torch.no_grad()
+def speaker_vectors(
+    model, corpus: PreparedCorpus, utterances: int = 3, seconds: float = 4.0
+) -> torch.Tensor:
+    """Each speaker's voice vector `[S, speaker_dim]`: the mean of the speaker encoder's
+    vectors of (up to) their first `utterances` training utterances, `seconds` of each."""
+    device = next(model.parameters()).device
+    model.eval()
+    rows = []
+    for name in model.speakers:
+        utts = [u for u in corpus.utterances("train") if u.speaker == name][:utterances]
+        utts = utts or [u for u in corpus.utterances() if u.speaker == name][:utterances]
+        vecs = []
+        for u in utts:
+            n = min(u.length, int(seconds * corpus.sample_rate)) // corpus.hop_length
+            audio = corpus.crop(u, 0, n * corpus.hop_length).audio
+            vecs.append(model.speaker_encoder(torch.from_numpy(audio)[None].to(device))[0])
+        rows.append(
+            torch.stack(vecs).mean(0) if vecs else torch.zeros_like(model.speaker_vectors[0])
+        )
+    model.train()
+    return torch.stack(rows)

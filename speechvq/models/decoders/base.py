@@ -28,7 +28,18 @@ class SynthesisOptions:
 
 
 class Decoder(nn.Module):
-    """Base class of the decoder kinds."""
+    """Base class of the decoder kinds.
+
+    A `speaker` argument is either ids `[B]` (rows of the decoder's own table
+    of training voices, `self.speaker`) or voice vectors `[B, speaker_dim]`
+    (from `models.speaker_encoder`); `voice` turns both into vectors.
+    """
+
+    speaker: nn.Embedding  # the table of training voices, [speakers, speaker_dim]
+
+    def voice(self, speaker: torch.Tensor) -> torch.Tensor:
+        """Voice vectors `[B, S]` for speaker ids `[B]` or vectors `[B, S]`."""
+        return speaker if speaker.is_floating_point() else self.speaker(speaker)
 
     def reconstruction_loss(
         self,

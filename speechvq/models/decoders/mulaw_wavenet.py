@@ -51,7 +51,7 @@ class MulawWaveNetDecoder(Decoder):
     ) -> torch.Tensor:
         """latents `[B, D, F]`, speaker ids `[B]`, F0 `[B, F]` (Hz) to `[B, F, C]` (time-major)."""
         B, D, Fr = latents.shape
-        spk = self.speaker(speaker)[:, :, None].expand(B, -1, Fr)  # (B, S, F)
+        spk = self.voice(speaker)[:, :, None].expand(B, -1, Fr)  # (B, S, F)
         parts = [latents, spk.to(latents.dtype)]
         if self.source_proj is not None:
             assert f0 is not None and f0.shape == (B, Fr), "the pitch path needs F0 [B, F]"

@@ -88,7 +88,7 @@ class SourceFilterDecoder(Decoder):
     def controls(self, latents: torch.Tensor, speaker: torch.Tensor, f0: torch.Tensor) -> Controls:
         B, D, Fr = latents.shape
         assert f0.shape == (B, Fr), f"F0 must be [B, F] = {(B, Fr)}, got {tuple(f0.shape)}"
-        spk = self.speaker(speaker)[:, :, None].expand(B, -1, Fr)
+        spk = self.voice(speaker)[:, :, None].expand(B, -1, Fr)
         x = torch.cat([latents, spk.to(latents.dtype), pitch_features(f0).to(latents.dtype)], 1)
         h = self.net(x)  # (B, C, F)
         return Controls(

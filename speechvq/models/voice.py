@@ -1,0 +1,75 @@
+"""Voices: what the decoder needs to speak as someone, from a name or from recordings.
+
+A `Voice` is a speaker vector (the decoder's conditioning) and a log-F0
+level (mean and spread over voiced frames, which set the pitch of the
+predicted contour). A model with a speaker encoder measures one from any
+recordings (`voice_from_recordings`): the vector is the mean of the
+encoder's vectors of the recordings, and the F0 level is measured on them
+with WORLD, rather than predicted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from speechvq.errors import SpeechVQError
+
+MIN_VOICED_SECONDS = 0.5  # less voiced speech than this is not enough to hear a voice in
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A voice to decode in: `vector` `[speaker_dim]` float32 and the log-F0 level."""
+
+    vector: np.ndarray
+    logf0_mean: float
+    logf0_std: float
+
+
+def voice_from_recordings(model: Any, recordings: list[tuple[np.ndarray, int]]) -> Voice:
+    """The voice of `(wave [T], sample_rate)` recordings of one speaker (a few seconds do).
+
+    A recording that is silent, shorter than a second or has too little
+    voiced speech raises `SpeechVQError` with one line.
+    """
+    import torch
+
+    from speechvq.audio.f0 import extract_f0
+    from speechvq.audio.io import resample
+
+    if model.speaker_encoder is None:
+        raise SpeechVQError(
+            "this model has no speaker encoder: it knows its training voices by name only "
+            "(use --speaker/--target-speaker NAME)"
+        )
+    if not recordings:
+        raise SpeechVQError("no reference recording given")
+    sr = model.sample_rate
+    vectors, logf0 = [], []
+    for n, (wave, rate) in enumerate(recordings, start=1):
+        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+        wave = resample(wave, rate, sr) if rate != sr else wave
+        if wave.size < sr:
+            raise SpeechVQError(f"reference {n}: {wave.size / sr:.2f} s, under 1 s of audio")
+        if float(np.sqrt(np.mean(wave.astype(np.float64) ** 2))) < 1e-4:
+            raise SpeechVQError(f"reference {n}: silent")
+        f0 = extract_f0(wave, sr, model.hop_length, method="harvest", harvest_highpass_hz=80.0)
+        logf0.append(np.log(f0[f0 > 0]))
+        with torch.inference_mode():
+            x = torch.from_numpy(wave)[None].to(next(model.parameters()).device)
+            vectors.append(model.speaker_encoder(x)[0].float().cpu().numpy())
+    voiced = np.concatenate(logf0)
+    if voiced.size * model.hop_length / sr < MIN_VOICED_SECONDS:
+        seconds = voiced.size * model.hop_length / sr
+        raise SpeechVQError(
+            f"the reference has {seconds:.2f} s of voiced speech; it needs at least "
+            f"{MIN_VOICED_SECONDS} s (is it speech?)"
+        )
+    return Voice(
+        vector=np.mean(vectors, axis=0).astype(np.float32),
+        logf0_mean=float(voiced.mean()),
+        logf0_std=max(0.05, float(voiced.std())) if voiced.size > 1 else 0.2,
+    )

@@ -1,0 +1,128 @@
+"""The speaker path: a voice vector from any recording, decoding and converting to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import speechvq
+from speechvq.config import ModelConfig
+from speechvq.errors import SpeechVQError
+from speechvq.models.voice import Voice
+
+from .conftest import make_prepared_corpus, synth_speechlike
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return speechvq.SpeechVQ(ModelConfig.preset("tiny-sf-spk", speakers=["alice", "bob"]))
+
+
+def test_the_vector_is_of_the_voice_not_the_length_or_level(model):
+    enc = model.speaker_encoder.eval()
+    wave = torch.from_numpy(synth_speechlike(1.5))[None]
+    with torch.no_grad():
+        v = enc(wave)[0]
+        twice = enc(torch.cat([wave, wave], dim=1))[0]
+        quiet = enc(0.25 * wave)[0]
+    assert v.shape == (8,)
+    assert torch.nn.functional.cosine_similarity(v, twice, dim=0) > 0.99  # pooled over time
+    torch.testing.assert_close(v, quiet, atol=2e-3, rtol=1e-3)  # the level is normalised away
+
+
+def test_training_needs_a_reference_and_uses_it(model):
+    for head in (model.decoder.harmonic_head, model.decoder.noise_head):
+        torch.nn.init.normal_(head.weight, std=0.5)  # a fresh decoder starts silent
+    wave = torch.from_numpy(np.stack([synth_speechlike(0.5, seed=s) for s in (0, 1)]))
+    f0 = torch.full((2, wave.shape[1] // model.hop_length), 140.0)
+    with pytest.raises(ValueError, match="reference"):
+        model(wave, torch.tensor([0, 1]), f0)
+    torch.manual_seed(1)
+    a = model(wave, torch.tensor([0, 1]), f0, reference=wave).recon_loss
+    torch.manual_seed(1)
+    b = model(wave, torch.tensor([0, 1]), f0, reference=wave.flip(0)).recon_loss
+    assert a.item() != b.item()  # the decoder hears the reference's voice
+    a.backward()
+    assert model.speaker_encoder.out.weight.grad.abs().sum() > 0
+
+
+def test_decode_in_a_measured_voice(model):
+    voice = model.voice([(synth_speechlike(1.2, seed=3), 16000), (synth_speechlike(1.0), 16000)])
+    assert isinstance(voice, Voice) and voice.vector.shape == (8,)
+    assert voice.logf0_mean == pytest.approx(np.log(140), abs=0.15)  # the tone's pitch
+    codes = model.encode(synth_speechlike(0.5), 16000)
+    out = model.decode(codes, voice, seed=0)
+    assert out.shape == (8000,) and np.isfinite(out).all()
+    by_name = model.decode(codes, "bob", seed=0)  # a name still works: its stored vector
+    assert by_name.shape == (8000,) and not np.array_equal(out, by_name)
+    np.testing.assert_array_equal(model.convert(synth_speechlike(0.5), 16000, voice, seed=0), out)
+
+
+@pytest.mark.parametrize(
+    "wave, message",
+    [
+        (np.zeros(32000, np.float32), "silent"),
+        (synth_speechlike(0.5), "under 1 s"),
+        (0.1 * np.random.default_rng(0).standard_normal(32000).astype(np.float32), "voiced"),
+    ],
+)
+def test_a_bad_reference_is_one_line(model, wave, message):
+    with pytest.raises(SpeechVQError, match=message):
+        model.voice([(wave, 16000)])
+
+
+def test_a_model_without_speaker_encoder_says_so(tiny_model):
+    with pytest.raises(SpeechVQError, match="no speaker encoder"):
+        tiny_model.voice([(synth_speechlike(1.5), 16000)])
+    assert "speaker_encoder" not in tiny_model.config.to_dict()  # old configs, old hashes
+
+
+def test_train_exports_each_speakers_vector(tmp_path):
+    from speechvq.training.vqvae import TrainConfig, train
+
+    corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
+    cfg = TrainConfig(
+        preset="tiny-sf-spk",
+        batch_size=2,
+        crop_seconds=0.25,
+        log_every=1,
+        valid_every=0,
+        export_every=0,
+        max_steps=3,
+    )
+    result = train(corpus, tmp_path / "run", cfg, progress=False)
+    model = speechvq.load(result.model_path)
+    vectors = model.speaker_vectors
+    assert vectors.shape == (2, 8) and (vectors.abs().sum(1) > 0).all()
+    assert not torch.equal(vectors[0], vectors[1])
+
+
+def test_cli_converts_to_a_reference_recording(tmp_path, model, wav_file):
+    from typer.testing import CliRunner
+
+    from speechvq.cli import app
+
+    model.save(tmp_path / "m.safetensors")
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, synth_speechlike(1.5, seed=4), 16000)
+    out = tmp_path / "out.wav"
+    args = ["convert", str(wav_file), str(out), "--target-wav", str(ref)]
+    result = CliRunner().invoke(app, [*args, "-m", str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 0, result.stderr
+    assert sf.info(out).frames == 8000 and "ref.wav" in result.stdout
+    codes = tmp_path / "c.npy"
+    CliRunner().invoke(
+        app, ["encode", str(wav_file), str(codes), "-m", str(tmp_path / "m.safetensors")]
+    )
+    dec = tmp_path / "dec.wav"
+    args = ["decode", str(codes), str(dec), "--speaker-wav", str(ref)]
+    result = CliRunner().invoke(app, [*args, "-m", str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 0 and sf.info(dec).frames == 8000, result.stderr
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000, np.float32), 16000)
+    args = ["convert", str(wav_file), str(tmp_path / "o2.wav"), "--target-wav", str(silent)]
+    result = CliRunner().invoke(app, [*args, "-m", str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 2 and "silent" in result.stderr
