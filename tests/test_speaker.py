@@ -126,3 +126,25 @@ def test_cli_converts_to_a_reference_recording(tmp_path, model, wav_file):
     args = ["convert", str(wav_file), str(tmp_path / "o2.wav"), "--target-wav", str(silent)]
     result = CliRunner().invoke(app, [*args, "-m", str(tmp_path / "m.safetensors")])
     assert result.exit_code == 2 and "silent" in result.stderr
+
+
+def test_the_svq_file_carries_the_voice(tmp_path, model):
+    from speechvq.inference.compression import compress, decompress, pack_voice, unpack_voice
+
+    voice = model.voice([(synth_speechlike(1.5, seed=5), 16000)])
+    packed = pack_voice(voice)
+    assert len(packed) <= 64  # 38 bytes as base64
+    back = unpack_voice(packed)
+    np.testing.assert_allclose(back.vector, voice.vector, atol=np.abs(voice.vector).max() / 250)
+    assert back.logf0_mean == pytest.approx(voice.logf0_mean, rel=1e-3)
+    wave = synth_speechlike(1.5, seed=5)
+    header = compress(model, wave, 16000, tmp_path / "a.svq", entropy="adaptive")
+    assert header.voice is not None
+    own = decompress(model, tmp_path / "a.svq", seed=0)
+    codes = model.encode(wave, 16000)
+    want = model.decode(codes, unpack_voice(header.voice), seed=0)[: len(wave)]
+    np.testing.assert_array_equal(own, want)  # decoded in the stored voice, no name given
+    named = decompress(model, tmp_path / "a.svq", speaker="alice", seed=0)
+    assert not np.array_equal(own, named)
+    with pytest.raises(SpeechVQError, match="corrupted voice"):
+        unpack_voice("not base64!")

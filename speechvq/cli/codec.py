@@ -234,6 +234,10 @@ def compress(
                 f"  {header.bits_per_second:,.0f} bit/s ({per_code:.2f} bits/code, entropy "
                 f"model {header.entropy_model}; nominal {nominal:,.0f} bit/s)"
             )
+            seconds = header.num_samples / header.sample_rate
+            size = output.stat().st_size
+            voice = f", of which {len(header.voice)} bytes of voice" if header.voice else ""
+            typer.echo(f"  whole file {size} bytes = {8 * size / seconds:,.0f} bit/s{voice}")
 
 
 @app.command()

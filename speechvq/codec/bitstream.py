@@ -62,6 +62,9 @@ class SVQHeader:
     payload_bytes: int = 0  # filled in by `write_svq`
     payload_crc32: int = 0  # filled in by `write_svq`
     package_version: str = ""  # speechvq version that wrote the file, for information
+    # The input's voice for a model with a speaker encoder: base64 of the packed
+    # vector and log-F0 level (`inference.compression.pack_voice`); None without.
+    voice: str | None = None
 
     @property
     def bits_per_second(self) -> float:
@@ -183,8 +186,9 @@ def _parse_header(path: Path, header_bytes: bytes) -> SVQHeader:
     strs = ("model_hash", "entropy_model", "coder", "package_version")
     bad = [n for n in ints if n in values and (type(values[n]) is not int or values[n] < 0)]
     bad += [n for n in strs if n in values and not isinstance(values[n], str)]
-    if values["speaker"] is not None and not isinstance(values["speaker"], str):
-        bad.append("speaker")
+    for name in ("speaker", "voice"):
+        if values.get(name) is not None and not isinstance(values[name], str):
+            bad.append(name)
     if bad:
         raise SpeechVQError(f"{path}: .svq header has invalid {', '.join(bad)}")
     if (
