@@ -144,6 +144,12 @@ def info(model: str | None = ModelOpt):
             ("nominal bitrate", f"{cfg.nominal_bitrate:g} bit/s"),
             ("decoder", m.decoder.describe()),
             ("pitch path", "on" if cfg.pitch.enabled else "off"),
+            (
+                "voices",
+                f"any (speaker encoder, {cfg.decoder.speaker_dim}-dim vectors)"
+                if m.speaker_encoder is not None
+                else "the training speakers, by name",
+            ),
             ("speakers", str(len(cfg.speakers))),
             ("parameters", f"{m.num_parameters():,}"),
             ("package version", m.metadata.get("package_version", "?")),
