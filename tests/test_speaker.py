@@ -148,3 +148,22 @@ def test_the_svq_file_carries_the_voice(tmp_path, model):
     assert not np.array_equal(own, named)
     with pytest.raises(SpeechVQError, match="corrupted voice"):
         unpack_voice("not base64!")
+
+
+def test_evaluate_converts_one_shot_to_recorded_voices(tmp_path, model):
+    from speechvq.data.discovery import find_recordings
+    from speechvq.evaluation.evaluate import EvaluationOptions, evaluate
+
+    for spk, seed in (("carol", 1), ("dave", 2)):  # voices the model never heard
+        for k in range(2):
+            path = tmp_path / "targets" / spk / f"{spk}_{k}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, synth_speechlike(3.5, seed=seed * 10 + k), 16000)
+    sf.write(tmp_path / "in.wav", synth_speechlike(1.2, seed=7), 16000)
+    items = find_recordings(tmp_path / "in.wav")
+    targets = find_recordings(tmp_path / "targets")
+    options = EvaluationOptions(baselines=(), metrics=("mel",), progress=False, examples=0)
+    report = evaluate(model, items, options, wav_targets=targets)
+    assert sorted(c.target for c in report.conversions) == ["carol", "dave"]
+    assert any("one-shot target carol: voice from 1 file(s)" in n for n in report.notes)
+    assert "mel_distance" in report.system("speechvq").scores["in"]  # in its own voice

@@ -29,6 +29,13 @@ def evaluate(
     ),
     split: str = typer.Option("valid", "--split", help="Split of a prepared corpus to use."),
     limit: int | None = typer.Option(None, "--limit", "-n", help="Evaluate the first N files."),
+    convert_to_wav: Path | None = typer.Option(
+        None,
+        "--convert-to-wav",
+        help="Also convert every file one-shot to the voices recorded here, one sub-folder per "
+        "target (a model with a speaker encoder): the first files, 3 s or more, are the "
+        "reference, the others judge the result.",
+    ),
     references: Path | None = typer.Option(
         None,
         "--references",
@@ -57,8 +64,9 @@ def evaluate(
         )  # validates names before the slow part
         items = find_recordings(source, split=split)[: limit or None]
         refs = find_recordings(references, split="train") if references is not None else []
+        wav_targets = find_recordings(convert_to_wav) if convert_to_wav is not None else []
         m = None if baselines_only else load_model(model)
-        report = run_evaluation(m, items, options, refs)
+        report = run_evaluation(m, items, options, refs, wav_targets)
         paths = write_report(report, out, force=True)
         typer.echo(f"{out}: {len(report.items)} files; " + ", ".join(p.name for p in paths))
 

@@ -32,6 +32,8 @@ from speechvq.evaluation.results import (
     Example,
     SystemResult,
 )
+from speechvq.inference.compression import pack_voice, unpack_voice
+from speechvq.models.voice import Voice
 
 # What `--metrics` selects: group name -> the metrics it yields.
 METRIC_GROUPS = {
@@ -42,6 +44,11 @@ METRIC_GROUPS = {
     "dnsmos": ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"),
     "f0": ("f0_match", "voicing"),
 }
+
+
+# A one-shot conversion target's voice is measured on its first files, at least this long
+# in all (the issue's "3-10 s of reference"); the rest judge the conversions.
+REFERENCE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,17 @@ def evaluate(
     items: list[Recording],
     options: EvaluationOptions,
     references: list[Recording] = (),
+    wav_targets: list[Recording] = (),
 ) -> EvaluationReport:
     """Score `model` (a `SpeechVQ`, or None for baselines only) and the baselines on `items`.
 
     `references` are extra recordings of the conversion targets (e.g. their
     training utterances), used only for the target speakers' centroids: they
-    are neither converted nor scored.
+    are neither converted nor scored. `wav_targets` are recordings of voices
+    to convert to one-shot (a model with a speaker encoder), grouped by their
+    `speaker`: each target's first files, `REFERENCE_SECONDS` or more, are the
+    reference its voice is measured on, and its other files (all of them if
+    it has no other) make the centroid its conversions are judged against.
     """
     from tqdm import tqdm
 
@@ -82,9 +94,10 @@ def evaluate(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise SpeechVQError(f"two files share the id {dup!r}; ids must be unique")
-    if options.convert_to and model is None:
+    if (options.convert_to or wav_targets) and model is None:
         raise SpeechVQError("voice conversion (--convert-to) needs a model")
     run = _Run(model, options)
+    extra = run.add_wav_targets(wav_targets)
     if model is not None:
         _check_targets(model, options.convert_to)
         _note_speakers(model, items, run.report)
@@ -92,7 +105,7 @@ def evaluate(
         run.score(item)
     if run.entropy_bps:
         run.report.system(MODEL_SYSTEM).entropy_bitrate = float(np.mean(run.entropy_bps))
-    run.report.conversions = run.conversion_results(references)
+    run.report.conversions = run.conversion_results(references, extra)
     return run.report
 
 
@@ -118,6 +131,35 @@ class _Run:
         self.embeddings: dict[str, np.ndarray] = {}  # item id -> reference embedding
         self.converted: list[tuple[Recording, str, np.ndarray, float]] = []
         self.entropy_bps: list[float] = []
+        # target label -> what `convert` takes: a speaker's name or a measured `Voice`
+        self.targets: dict[str, Any] = {t: t for t in options.convert_to}
+
+    def add_wav_targets(self, recordings: list[Recording]) -> dict[str, list[np.ndarray]]:
+        """Measure the voice of each one-shot target; returns their centroid embeddings."""
+        by_target: dict[str, list[Recording]] = {}
+        for r in recordings:
+            by_target.setdefault(r.speaker or r.id, []).append(r)
+        centroids: dict[str, list[np.ndarray]] = {}
+        for target, recs in by_target.items():
+            waves = [load_audio(r.path, self.sr)[0] for r in recs]
+            n, seconds = 0, 0.0
+            while n < len(waves) and (n == 0 or seconds < REFERENCE_SECONDS):
+                seconds += len(waves[n]) / self.sr
+                n += 1
+            try:
+                self.targets[target] = self.model.voice([(w, self.sr) for w in waves[:n]])
+            except SpeechVQError as exc:
+                raise SpeechVQError(f"conversion target {target}: {exc}") from None
+            judge = waves[n:] or waves
+            embs = [
+                self.scorer.call(("speaker_sim",), M.speaker_embedding, w, self.sr) for w in judge
+            ]
+            centroids[target] = [e for e in embs if e is not None]
+            self.report.notes.append(
+                f"one-shot target {target}: voice from {n} file(s), {seconds:.1f} s; judged "
+                f"against {len(judge)} {'other ' if waves[n:] else ''}file(s)"
+            )
+        return centroids
 
     def score(self, item: Recording) -> None:
         """Reconstruct one file with every system, score it, and convert it to the targets."""
@@ -140,9 +182,9 @@ class _Run:
             example[name] = aligned.test
         if len(report.examples) < self.options.examples:
             report.examples.append(Example(item.id, example))
-        for target in self.options.convert_to:
+        for target, voice in self.targets.items():
             if target != item.speaker:  # converting to one's own voice is reconstruction
-                wave = model.convert(ref, sr, target, seed=self.options.seed)
+                wave = model.convert(ref, sr, voice, seed=self.options.seed)
                 emb = scorer.call(("speaker_sim",), M.speaker_embedding, wave, sr)
                 ovrl = scorer.dnsmos_only(wave).get("dnsmos_ovrl", math.nan)
                 self.converted.append((item, target, emb, ovrl))
@@ -154,6 +196,8 @@ class _Run:
         if model is not None:
             codes = model.encode(ref, self.sr)
             speaker = _decode_speaker(model, item, ref, self.sr)
+            if isinstance(speaker, Voice):  # as `compress` stores it: 8-bit in the header
+                speaker = unpack_voice(pack_voice(speaker))
             outputs[MODEL_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed)
             bits = _prior_bits(model, codes, item)
             if bits is not None:
@@ -165,16 +209,18 @@ class _Run:
                 self.report.notes.append(f"{item.id}: {exc}")
         return outputs
 
-    def conversion_results(self, references: list[Recording]) -> list[ConversionResult]:
-        """The conversions, scored against centroids that `references` add to."""
-        extra: dict[str, list[np.ndarray]] = {}
+    def conversion_results(
+        self, references: list[Recording], extra: dict[str, list[np.ndarray]]
+    ) -> list[ConversionResult]:
+        """The conversions, scored against centroids that `references` (and the one-shot
+        targets' own recordings, `extra`) add to."""
         for ref_item in [r for r in references if r.speaker in self.options.convert_to]:
             wave, _ = load_audio(ref_item.path, self.sr)
             emb = self.scorer.call(("speaker_sim",), M.speaker_embedding, wave, self.sr)
             if emb is not None:
                 extra.setdefault(ref_item.speaker, []).append(emb)
         return _conversion_results(
-            self.converted, self.embeddings, self.options, self.report, extra
+            self.converted, self.embeddings, tuple(self.targets), self.report, extra
         )
 
 
@@ -224,7 +270,7 @@ class _Scorer:
 
 
 def _conversion_results(
-    converted, embeddings, options, report, extra: dict[str, list[np.ndarray]]
+    converted, embeddings, targets: tuple[str, ...], report, extra: dict[str, list[np.ndarray]]
 ) -> list[ConversionResult]:
     """Centroids (mean reference embedding per speaker, inputs and `extra` references),
     then similarities and identification."""
@@ -237,14 +283,14 @@ def _conversion_results(
             by_speaker.setdefault(_speaker_key(item), []).append(emb)
     for speaker, embs in extra.items():
         by_speaker.setdefault(speaker, []).extend(e for e in embs if np.isfinite(e).all())
-    centroids = {s: np.mean(e, axis=0) for s, e in by_speaker.items()}
-    for t in options.convert_to:
+    centroids = {s: np.mean(e, axis=0) for s, e in by_speaker.items() if e}
+    for t in targets:
         if t not in centroids:
             report.notes.append(
                 f"conversion to {t}: no reference utterance of {t} among the inputs; "
                 "its centroid similarity and identification are skipped"
             )
-    known = [t for t in options.convert_to if t in centroids]
+    known = [t for t in targets if t in centroids]
     results = []
     for item, target, emb, ovrl in converted:
         ok = emb is not None and np.isfinite(emb).all()
