@@ -291,25 +291,6 @@ PRESETS: dict[str, ModelConfig] = {
         ),
         pitch=PitchConfig(enabled=True, predictor_channels=16, predictor_layers=1),
     ),
-    # `small-sf` that decodes any voice: a speaker encoder in place of the names.
-    "small-sf-spk": ModelConfig(
-        decoder=DecoderConfig(kind="source-filter"),
-        pitch=PitchConfig(enabled=True),
-        speaker_encoder=SpeakerEncoderConfig(enabled=True),
-    ),
-    "tiny-sf-spk": ModelConfig(
-        encoder=EncoderConfig(channels=16, latent_dim=8, residual_blocks=1),
-        quantizer=QuantizerConfig(codebook_size=16, dim=8),
-        decoder=DecoderConfig(
-            kind="source-filter",
-            speaker_dim=8,
-            source_filter=SourceFilterConfig(
-                channels=16, layers=2, harmonics=32, envelope_bins=33, noise_bins=17
-            ),
-        ),
-        pitch=PitchConfig(enabled=True, predictor_channels=16, predictor_layers=1),
-        speaker_encoder=SpeakerEncoderConfig(enabled=True, n_mels=20, channels=16, layers=1),
-    ),
     "paper": ModelConfig(
         encoder=EncoderConfig(channels=512, latent_dim=64, residual_blocks=3),
         decoder=DecoderConfig(
@@ -327,3 +308,11 @@ PRESETS: dict[str, ModelConfig] = {
         ),
     ),
 }
+# `small-sf` and `tiny-sf` that decode any voice: a speaker encoder in place of the names.
+PRESETS["small-sf-spk"] = dataclasses.replace(
+    PRESETS["small-sf"], speaker_encoder=SpeakerEncoderConfig(enabled=True)
+)
+PRESETS["tiny-sf-spk"] = dataclasses.replace(
+    PRESETS["tiny-sf"],
+    speaker_encoder=SpeakerEncoderConfig(enabled=True, n_mels=20, channels=16, layers=1),
+)
