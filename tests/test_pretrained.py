@@ -27,3 +27,11 @@ def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
     with pytest.raises(SpeechVQError, match="fails its sha256 check"):
         loading.resolve("small")
     np.testing.assert_equal(loading.resolve(tmp_path / name), tmp_path / name)  # a path is a path
+
+
+def test_the_experimental_speaker_model_hears_any_voice():
+    model = speechvq.load("small-spk")
+    assert model.speaker_encoder is not None and model.prior is None
+    voice = model.voice([(synth_speechlike(1.5), 16000)])
+    out = model.convert(synth_speechlike(0.5, seed=2), 16000, voice, seed=0)
+    assert out.shape == (8000,) and np.isfinite(out).all()

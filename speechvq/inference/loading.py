@@ -22,6 +22,12 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "speechvq-small.safetensors",
         "d0f89f8cde346315f8208bfc56c598aca8c7142a1a96314f77301e2fed3e85f8",
     ),
+    # Experimental, not the default: `small` with a speaker encoder (any voice;
+    # `--target-wav`); no prior yet. See the model card.
+    "small-spk": (
+        "speechvq-small-spk.safetensors",
+        "eb1a47d95c8b9eba8b7e52b9cabf7059901b6c176cf1f4a70d2dbbd3ba7b56ba",
+    ),
 }
 
 DEFAULT_MODEL = next(iter(REGISTRY), None)
