@@ -335,11 +335,16 @@ def speaker_vectors(
     """Each speaker's voice vector `[S, speaker_dim]`: the mean of the speaker encoder's
     vectors of (up to) their first `utterances` training utterances, `seconds` of each."""
     device = next(model.parameters()).device
+    train: dict[str, list[Utterance]] = {}  # speaker -> utterances, grouped once
+    every: dict[str, list[Utterance]] = {}
+    for u in corpus.utterances():
+        every.setdefault(u.speaker, []).append(u)
+        if u.split == "train":
+            train.setdefault(u.speaker, []).append(u)
     model.eval()
     rows = []
     for name in model.speakers:
-        utts = [u for u in corpus.utterances("train") if u.speaker == name][:utterances]
-        utts = utts or [u for u in corpus.utterances() if u.speaker == name][:utterances]
+        utts = (train.get(name) or every.get(name, []))[:utterances]
         vecs = []
         for u in utts:
             n = min(u.length, int(seconds * corpus.sample_rate)) // corpus.hop_length
