@@ -143,3 +143,19 @@ def test_init_from_a_model_file_continues_its_weights(corpus, tmp_path, monkeypa
             progress=False,
             init_from=tmp_path / "other.safetensors",
         )
+
+
+def test_validation_leaves_out_tails_shorter_than_an_stft_frame(tmp_path):
+    """Validation reads 1 s utterances in 0.96 s crops (4 x crop_seconds): the 640-sample
+    tails are shorter than the source-filter loss's 2048-sample frame (that crashed
+    validation); they are left out."""
+    from speechvq.training.vqvae import VALID_MIN_SAMPLES
+
+    corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.5)  # 1 held out each
+    cfg = tiny(preset="tiny-sf", crop_seconds=0.24, valid_every=1, checkpoint_every=0, max_steps=1)
+    train(corpus, tmp_path / "run", cfg, progress=False)
+    import csv
+
+    with open(tmp_path / "run" / "log.csv") as f:
+        seconds = [float(r["value"]) for r in csv.DictReader(f) if r["key"] == "valid_seconds"]
+    assert seconds == [pytest.approx(2 * 15360 / 16000)] and 640 < VALID_MIN_SAMPLES

@@ -39,6 +39,7 @@ class ModelOutput:
     perplexity: torch.Tensor
     usage: torch.Tensor
     codes: torch.Tensor  # [B, F]
+    voice: torch.Tensor | None = None  # the speaker encoder's vectors [B, speaker_dim], if any
 
 
 class SpeechVQ(nn.Module):
@@ -133,14 +134,14 @@ class SpeechVQ(nn.Module):
         z = self.encoder((wave if encoder_input is None else encoder_input)[:, None])  # (B, D, F)
         q = self.quantizer(z)
         pitch_loss = self._pitch_loss(q.quantized, f0, speaker)
-        voice = speaker
+        voice, vectors = speaker, None
         if self.speaker_encoder is not None:
             if reference is None:
                 raise ValueError("a model with a speaker encoder trains on reference audio")
-            voice = self.speaker_encoder(reference)  # (B, S)
+            voice = vectors = self.speaker_encoder(reference)  # (B, S)
         recon = self.decoder.reconstruction_loss(wave, q.quantized, voice, f0)
         loss = recon + q.loss + pitch_loss
-        return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes)
+        return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes, vectors)
 
     def _pitch_loss(self, latents, f0, speaker) -> torch.Tensor:
         """The F0 predictor's loss against the tracker's F0 `[B, F]`; 0 without the pitch path."""

@@ -180,7 +180,7 @@ class _Loop:
             return
         if cfg.valid_every and step % cfg.valid_every == 0:
             self.validate()
-        if step % cfg.checkpoint_every == 0 or stopping:
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or stopping:
             self.checkpoint()
         if cfg.export_every and step % cfg.export_every == 0 and self.exported != step:
             self.export()

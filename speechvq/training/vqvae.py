@@ -34,6 +34,7 @@ from speechvq.training.config import config_from_yaml, merge
 from speechvq.training.distributed import Distributed
 from speechvq.training.init import base_model, build_model
 from speechvq.training.loop import open_run
+from speechvq.training.speaker_loss import speaker_loss, update_table
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class TrainConfig:
     # Vocal-tract-length perturbation of the encoder's input (`speechvq.audio.augment`):
     # envelope warp factors drawn from [1 - vtlp, 1 + vtlp]; 0 disables.
     vtlp: float = 0.0
+    # Weight of the speaker-identification loss on the speaker encoder's vectors
+    # (`speechvq.training.speaker_loss`); 0 disables. Only with a speaker encoder.
+    speaker_loss: float = 0.0
     # Set by `train(init_from=...)`: the model file the run started from, and its
     # own training steps/hours, so exported models report the total.
     init_from: str | None = None
@@ -162,6 +166,9 @@ def perturb(wave: torch.Tensor, cfg: TrainConfig, step: int, rank: int) -> torch
     return warp_envelope(wave, vtlp_factors(wave.shape[0], cfg.vtlp, gen).to(wave.device))
 
 
+VALID_MIN_SAMPLES = 4096
+
+
 @torch.no_grad()
 def validate(model, corpus: PreparedCorpus, speakers: list[str], cfg: TrainConfig, device, dtype):
     """Loss and codebook usage over the validation split (whole utterances, in crops)."""
@@ -181,7 +188,9 @@ def _validate(model, corpus, utts, crop, budget, speakers, device, dtype) -> dic
     counts = torch.zeros(model.config.quantizer.codebook_size)
     spk = {s: i for i, s in enumerate(speakers)}
     for u in utts:
-        for start in range(0, u.length - corpus.hop_length * 4, crop):
+        # Crops of at least VALID_MIN_SAMPLES (a tail shorter than the spectral
+        # loss's longest STFT frame is left out).
+        for start in range(0, u.length - VALID_MIN_SAMPLES + 1, crop):
             if totals["samples"] >= budget:
                 break
             c = corpus.crop(u, start, min(crop, u.length - start))
@@ -259,6 +268,8 @@ def train(
         if cfg.init_parts == "all":
             model_cfg = base.config
     model = build_model(model_cfg, base, cfg, corpus, fresh=state is None, verbose=dist.main)
+    if cfg.speaker_loss and model.speaker_encoder is None:
+        raise SpeechVQError("speaker_loss needs a model with a speaker encoder (a -spk preset)")
     model.to(device).train()
     task = VQVAETask(model, corpus, cfg, run_dir, device)
     if state is None and base is None and model_cfg.quantizer.kmeans_init:
@@ -281,6 +292,9 @@ class VQVAETask:
         crop = int(cfg.crop_seconds * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
         refs = model.speaker_encoder is not None
         self.sampler = CropSampler(corpus, crop, cfg.batch_size, corpus.speakers, refs)
+        # The speakers with training utterances (the speaker loss's classes).
+        trained = [s in self.sampler.by_speaker for s in corpus.speakers]
+        self.trained = torch.tensor(trained, device=device)
 
     def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
         return self.sampler.batch(self.cfg.seed, step, rank)
@@ -290,15 +304,22 @@ class VQVAETask:
         with autocast():
             ref = batch.get("reference")  # with a speaker encoder
             out = net(batch["wave"], batch["speaker"], batch["f0"], enc_in, ref)
+        loss, spk_loss = out.loss, torch.zeros(())
+        if self.cfg.speaker_loss and out.voice is not None:
+            table = self.module.speaker_vectors
+            spk_loss = speaker_loss(out.voice, batch["speaker"], table, self.trained)
+            loss = loss + self.cfg.speaker_loss * spk_loss
+            update_table(out.voice, batch["speaker"], table)
         return loop.Step(
-            loss=out.loss,
+            loss=loss,
             amount=batch["wave"].numel() / self.corpus.sample_rate,
             postfix={"loss": f"{out.recon_loss.item():.3f}", "ppl": f"{out.perplexity.item():.0f}"},
             figures=lambda: {
-                "loss": out.loss.item(),
+                "loss": loss.item(),
                 "recon_loss": float(out.recon_loss.detach()),
                 "vq_loss": out.vq_loss.item(),
                 "pitch_loss": out.pitch_loss.item(),
+                "speaker_loss": spk_loss.item(),
                 "perplexity": out.perplexity.item(),
                 "usage": out.usage.item(),
             },
