@@ -135,41 +135,9 @@ def speakers(model: str | None = ModelOpt):
 def info(model: str | None = ModelOpt):
     """Describe a model: rates, codebook, bitrate, size, training."""
     with errors():
-        m = load_model(model)
-        cfg = m.config
-        rows = [
-            ("sample rate", f"{cfg.sample_rate} Hz"),
-            ("hop", f"{cfg.hop_length} samples ({cfg.frame_rate:g} frames/s)"),
-            ("codebook", f"K = {cfg.quantizer.codebook_size}, D = {cfg.quantizer.dim}"),
-            ("nominal bitrate", f"{cfg.nominal_bitrate:g} bit/s"),
-            ("decoder", m.decoder.describe()),
-            ("pitch path", "on" if cfg.pitch.enabled else "off"),
-            (
-                "voices",
-                f"any (speaker encoder, {cfg.decoder.speaker_dim}-dim vectors)"
-                if m.speaker_encoder is not None
-                else "the training speakers, by name",
-            ),
-            ("speakers", str(len(cfg.speakers))),
-            ("parameters", f"{m.num_parameters():,}"),
-            ("package version", m.metadata.get("package_version", "?")),
-        ]
-        for key in ("training_steps", "training_hours", "trained_on"):
-            if key in m.metadata:
-                rows.append((key.replace("_", " "), m.metadata[key]))
-        if m.prior is not None:
-            p = m.prior.config
-            rows.append(
-                ("prior", f"{p.wavenet.layers} layers, receptive field {p.receptive_field} codes")
-            )
-        if "prior_bits_per_code" in m.metadata:
-            rows.append(
-                (
-                    "prior held out",
-                    f"{m.metadata['prior_bits_per_code']} bits/code = "
-                    f"{m.metadata['prior_bitrate']} bit/s",
-                )
-            )
+        from speechvq.inference.summary import describe_model
+
+        rows = describe_model(load_model(model))
         width = max(len(k) for k, _ in rows)
         for k, v in rows:
             typer.echo(f"{k:<{width}}  {v}")

@@ -132,28 +132,11 @@ def _figures(report: EvaluationReport, out: Path) -> list[Path]:
     for k, ex in enumerate(report.examples):
         names = [n for n in (REFERENCE_SYSTEM, MODEL_SYSTEM) if n in ex.waves]
         names += [n for n in ex.waves if n not in names][:1]  # one baseline
-        specs = [M.log_mel_spectrogram(ex.waves[n], report.sample_rate) for n in names]
-        top = max(s.max() for s in specs)
-        fig = Figure(figsize=(9, 2.2 * len(names)), layout="constrained")
-        axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
-        for ax, name, spec, wave in zip(
-            axes, names, specs, (ex.waves[n] for n in names), strict=True
-        ):
-            seconds = len(wave) / report.sample_rate
-            im = ax.imshow(
-                spec,
-                origin="lower",
-                aspect="auto",
-                cmap="magma",
-                vmin=top - 80,
-                vmax=top,
-                extent=(0, seconds, 0, spec.shape[0]),
-            )
-            ax.set_ylabel(f"{name}\nfrequency (kHz)")
-            ax.set_yticks(*_khz_ticks(report.sample_rate, spec.shape[0]))
-        axes[-1].set_xlabel("time (s), aligned to the reference")
-        axes[0].set_title(f"log-mel spectrogram: {ex.item_id}")
-        fig.colorbar(im, ax=list(axes), label="dB")
+        fig = spectrogram_figure(
+            [(n, ex.waves[n]) for n in names],
+            report.sample_rate,
+            f"log-mel spectrogram: {ex.item_id}",
+        )
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in ex.item_id)
         paths.append(out / f"spectrogram_{k + 1}_{safe}.png")
         fig.savefig(paths[-1], dpi=100)
@@ -204,6 +187,33 @@ def _figures(report: EvaluationReport, out: Path) -> list[Path]:
         paths.append(out / "quality_vs_bitrate.png")
         fig.savefig(paths[-1], dpi=100)
     return paths
+
+
+def spectrogram_figure(rows: list[tuple[str, np.ndarray]], sample_rate: int, title: str):
+    """Log-mel spectrograms of `(label, wave [T])` rows, one above the other on one time
+    axis and one dB scale (the loudest row's top 80 dB): a matplotlib `Figure`."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    specs = [M.log_mel_spectrogram(wave, sample_rate) for _, wave in rows]
+    top = max(s.max() for s in specs)
+    fig = Figure(figsize=(9, 2.2 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, wave), spec in zip(axes, rows, specs, strict=True):
+        im = ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=top - 80,
+            vmax=top,
+            extent=(0, len(wave) / sample_rate, 0, spec.shape[0]),
+        )
+        ax.set_ylabel(f"{name}\nfrequency (kHz)")
+        ax.set_yticks(*_khz_ticks(sample_rate, spec.shape[0]))
+    axes[-1].set_xlabel("time (s), aligned to the first row")
+    axes[0].set_title(title)
+    fig.colorbar(im, ax=list(axes), label="dB")
+    return fig
 
 
 def _khz_ticks(sample_rate: int, n_mels: int) -> tuple[list[float], list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,14 @@ def sample_speech(
     seed: int | None = None,
     *,
     decoder_temperature: float = 1.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Speech made up by the prior: `[round(seconds * sample_rate)]` float32 at `model.sample_rate`.
 
     Samples codes from `model.prior` (at `temperature`, conditioned on
     `speaker`, default the model's first), then decodes them in that voice
-    with the model's decoder. `seed` fixes both draws.
+    with the model's decoder. `seed` fixes both draws. `progress(done, frames)`
+    follows the (slow, one code at a time) sampling of the codes.
     """
     from speechvq.models.prior import sample_codes
 
@@ -35,6 +38,6 @@ def sample_speech(
     index = model.speaker_id(speaker)
     samples = round(seconds * model.sample_rate)
     frames = -(-samples // model.hop_length)
-    codes = sample_codes(model.prior, frames, index, temperature, seed)
+    codes = sample_codes(model.prior, frames, index, temperature, seed, progress)
     wave = model.decode(codes, speaker, temperature=decoder_temperature, seed=seed)
     return wave[:samples]

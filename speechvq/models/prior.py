@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,8 +179,12 @@ def sample_codes(
     speaker: int | None = None,
     temperature: float = 1.0,
     seed: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Draw `[frames]` int64 codes from the prior, one incremental step per code."""
+    """Draw `[frames]` int64 codes from the prior, one incremental step per code.
+
+    `progress(done, frames)`, if given, is called every 50 codes and at the end.
+    """
     import torch
 
     from speechvq.models.wavenet import sample_logits
@@ -198,4 +203,6 @@ def sample_codes(
             logits = prior.step(previous, state).float().cpu()  # (1, K)
             previous = int(sample_logits(logits, temperature, gen)[0])
             out[t] = previous
+            if progress is not None and ((t + 1) % 50 == 0 or t + 1 == frames):
+                progress(t + 1, frames)
     return out
