@@ -101,6 +101,19 @@ class SourceFilterConfig:
 
 
 @dataclass(frozen=True)
+class PostFilterConfig:
+    """The parallel WaveNet after the source-filter synthesiser (decoder kind
+    `sf-wavenet`, `models.decoders.sf_wavenet`): non-causal, gated, dilated
+    convolutions over samples, as Parallel WaveGAN's generator."""
+
+    channels: int = 64  # residual channels (Parallel WaveGAN: 64)
+    layers: int = 10
+    kernel_size: int = 3
+    dilation_cycle: int = 10  # dilations 1 ... 512: +-2046 samples (128 ms) of context
+    cond_channels: int = 64  # the frame network's features, projected, then upsampled
+
+
+@dataclass(frozen=True)
 class SpeakerEncoderConfig:
     """The speaker encoder (`models.speaker_encoder`): a voice vector from a recording.
 
@@ -121,7 +134,7 @@ class SpeakerEncoderConfig:
     floor_db: float = 50.0
 
 
-DECODER_KINDS = ("wavenet", "source-filter")
+DECODER_KINDS = ("wavenet", "source-filter", "sf-wavenet")
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,7 @@ class DecoderConfig:
     kind: str = "wavenet"
     wavenet: WaveNetConfig = field(default_factory=WaveNetConfig)
     source_filter: SourceFilterConfig = field(default_factory=SourceFilterConfig)
+    post_filter: PostFilterConfig = field(default_factory=PostFilterConfig)  # kind sf-wavenet
     quantization_channels: int = 256  # 8-bit mu-law
     speaker_dim: int = 32
     cond_channels: int = 128
@@ -165,7 +179,7 @@ class ModelConfig:
             raise SpeechVQError(
                 f"unknown decoder kind {self.decoder.kind!r}; choose one of {kinds}"
             )
-        if self.decoder.kind == "source-filter" and not self.pitch.enabled:
+        if self.decoder.kind in ("source-filter", "sf-wavenet") and not self.pitch.enabled:
             raise SpeechVQError("the source-filter decoder needs the pitch path (pitch.enabled)")
 
     @property
@@ -198,6 +212,8 @@ class ModelConfig:
             # Off, it is left out: the configs (and so the model hashes that `.svq`
             # files check) of models from before it existed stay as they were.
             del d["speaker_encoder"]
+        if self.decoder.kind != "sf-wavenet":
+            del d["decoder"]["post_filter"]  # the same: only that kind has one
         return d
 
     @classmethod
@@ -207,6 +223,7 @@ class ModelConfig:
         dec = dict(d.pop("decoder", {}))
         wavenet = build_dataclass(WaveNetConfig, dec.pop("wavenet", {}))
         source_filter = build_dataclass(SourceFilterConfig, dec.pop("source_filter", {}))
+        post_filter = build_dataclass(PostFilterConfig, dec.pop("post_filter", {}))
         return build_dataclass(
             cls,
             {
@@ -215,7 +232,13 @@ class ModelConfig:
                 "encoder": build_dataclass(EncoderConfig, d.get("encoder", {})),
                 "quantizer": build_dataclass(QuantizerConfig, d.get("quantizer", {})),
                 "decoder": build_dataclass(
-                    DecoderConfig, {**dec, "wavenet": wavenet, "source_filter": source_filter}
+                    DecoderConfig,
+                    {
+                        **dec,
+                        "wavenet": wavenet,
+                        "source_filter": source_filter,
+                        "post_filter": post_filter,
+                    },
                 ),
                 "pitch": build_dataclass(PitchConfig, d.get("pitch", {})),
                 "speaker_encoder": build_dataclass(
@@ -230,7 +253,9 @@ class ModelConfig:
     ) -> ModelConfig:
         """`tiny` (tests, seconds), `small` (a 2-core CPU), `paper` (the paper's sizes, a GPU);
         `small-sf` / `tiny-sf` swap the WaveNet for the source-filter decoder, and
-        `small-sf-spk` / `tiny-sf-spk` add a speaker encoder (any voice).
+        `small-sf-spk` / `tiny-sf-spk` add a speaker encoder (any voice), and
+        `small-sfwn` / `tiny-sfwn` put a parallel WaveNet after the
+        source-filter synthesiser (decoder kind `sf-wavenet`).
 
         `pitch` switches the pitch path on or off; by default `small` has it
         on (it is what makes a CPU-trained decoder voiced, see README) and the
@@ -315,4 +340,20 @@ PRESETS["small-sf-spk"] = dataclasses.replace(
 PRESETS["tiny-sf-spk"] = dataclasses.replace(
     PRESETS["tiny-sf"],
     speaker_encoder=SpeakerEncoderConfig(enabled=True, n_mels=20, channels=16, layers=1),
+)
+# The source-filter decoder with a parallel WaveNet after it (issue 17).
+PRESETS["small-sfwn"] = dataclasses.replace(
+    PRESETS["small-sf"],
+    decoder=dataclasses.replace(PRESETS["small-sf"].decoder, kind="sf-wavenet"),
+)
+PRESETS["tiny-sfwn"] = dataclasses.replace(
+    PRESETS["tiny-sf"],
+    decoder=dataclasses.replace(
+        PRESETS["tiny-sf"].decoder,
+        kind="sf-wavenet",
+        post_filter=PostFilterConfig(channels=8, layers=3, dilation_cycle=3, cond_channels=8),
+    ),
+)
+PRESETS["small-sfwn-spk"] = dataclasses.replace(
+    PRESETS["small-sfwn"], speaker_encoder=PRESETS["small-sf-spk"].speaker_encoder
 )

@@ -55,6 +55,7 @@ class Controls:
     harmonic_env: torch.Tensor  # [B, F, E] log-domain envelope over 0..Nyquist (pre-activation)
     noise_env: torch.Tensor  # [B, F, N] noise filter magnitude (pre-activation)
     f0: torch.Tensor  # [B, F] Hz, 0 = unvoiced
+    features: torch.Tensor | None = None  # [B, C, F] the frame network's output they came from
 
 
 class SourceFilterDecoder(Decoder):
@@ -95,6 +96,7 @@ class SourceFilterDecoder(Decoder):
             harmonic_env=self.harmonic_head(h).transpose(1, 2).float(),
             noise_env=self.noise_head(h).transpose(1, 2).float(),
             f0=f0.float(),
+            features=h,
         )
 
     def forward(
@@ -125,7 +127,15 @@ class SourceFilterDecoder(Decoder):
     def render(
         self, c: Controls, generator: torch.Generator | None = None, chunk_frames: int = 2500
     ) -> torch.Tensor:
-        """Synthesise `[B, F * hop]` from controls, `chunk_frames` frames (10 s) at a time.
+        """Synthesise `[B, F * hop]` from controls: the harmonics plus the filtered noise."""
+        harmonic, noise = self.render_parts(c, generator, chunk_frames)
+        return harmonic + noise
+
+    def render_parts(
+        self, c: Controls, generator: torch.Generator | None = None, chunk_frames: int = 2500
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The harmonic and the noise part `[B, F * hop]` each, `chunk_frames` frames (10 s)
+        at a time.
 
         Chunking bounds memory on long inputs (a 10-minute file would need
         gigabytes for the harmonic bank at once) without changing the output
@@ -140,12 +150,13 @@ class SourceFilterDecoder(Decoder):
             filled = Controls(c.harmonic_env, c.noise_env, fill_unvoiced(c.f0))
             voiced = (c.f0 > 0).float()
             phase = torch.zeros(B, 1, dtype=torch.float64, device=c.f0.device)
-            pieces = []
+            harmonics, noises = [], []
             for a in range(0, Fr, chunk_frames):
                 b = min(Fr, a + chunk_frames)
                 harmonic, phase = self._harmonics(filled, voiced, a, b, phase)
-                pieces.append(harmonic + self._noise(c.noise_env, white, a, b))
-            return torch.cat(pieces, dim=1)
+                harmonics.append(harmonic)
+                noises.append(self._noise(c.noise_env, white, a, b))
+            return torch.cat(harmonics, dim=1), torch.cat(noises, dim=1)
 
     def _harmonics(
         self, c: Controls, voiced: torch.Tensor, a: int, b: int, phase: torch.Tensor

@@ -1,0 +1,95 @@
+"""The `sf-wavenet` decoder: a parallel WaveNet after the source-filter synthesiser (issue 17)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import speechvq
+from speechvq.config import ModelConfig
+from speechvq.models.decoders.base import SynthesisOptions
+from speechvq.training.init import copy_matching
+
+
+def _models():
+    torch.manual_seed(0)
+    sf = speechvq.SpeechVQ(ModelConfig.preset("tiny-sf", speakers=["a", "b"])).eval()
+    wn = speechvq.SpeechVQ(ModelConfig.preset("tiny-sfwn", speakers=["a", "b"])).eval()
+    return sf, wn
+
+
+def _inputs(frames: int = 40):
+    torch.manual_seed(1)
+    latents = torch.randn(1, 8, frames)
+    f0 = torch.where(torch.arange(frames) % 10 < 7, 140.0, 0.0)[None]
+    return latents, torch.tensor([1]), f0
+
+
+def test_it_starts_as_the_source_filter_decoder_it_was_initialised_from():
+    sf, wn = _models()
+    fresh = copy_matching(sf, wn)
+    assert fresh and all(name.startswith("decoder.post.") for name in fresh)
+    latents, spk, f0 = _inputs()
+    a = sf.decoder(latents, spk, f0, torch.Generator().manual_seed(5))
+    b = wn.decoder(latents, spk, f0, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)  # the correction's last layer starts at zero
+
+
+def test_its_correction_trains_and_moves_the_output():
+    _, wn = _models()
+    wn.train()
+    latents, spk, f0 = _inputs()
+    wave = torch.sin(torch.arange(40 * 64) * 0.05)[None] * 0.3
+    opt = torch.optim.Adam(wn.decoder.post.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = wn.decoder.reconstruction_loss(wave, latents, spk, f0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05
+    assert wn.decoder.post.out[-1].weight.abs().sum() > 0
+
+
+def test_chunked_synthesis_equals_one_pass():
+    _, wn = _models()
+    with torch.no_grad():
+        for p in wn.decoder.post.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # a correction that is not zero
+        latents, spk, f0 = _inputs(60)
+        c = wn.decoder.controls(latents, spk, f0)
+        harmonic, noise = wn.decoder.render_parts(c, torch.Generator().manual_seed(2))
+        whole = wn.decoder.filter_chunked(harmonic, noise, c.features, chunk=10**9)
+        assert not torch.allclose(whole, harmonic + noise)
+        for chunk in (64, 1000, 1777):
+            part = wn.decoder.filter_chunked(harmonic, noise, c.features, chunk=chunk)
+            assert torch.allclose(part, whole, atol=1e-5), chunk
+        one = wn.decoder.synthesize(latents, spk, f0, SynthesisOptions(seed=2))
+        assert np.allclose(one, whole[0].numpy(), atol=1e-5)
+
+
+def test_the_model_file_round_trips_and_other_kinds_keep_their_config():
+    sf, wn = _models()
+    assert "post_filter" in wn.config.to_dict()["decoder"]
+    assert "post_filter" not in sf.config.to_dict()["decoder"]  # old model hashes stay
+    assert ModelConfig.from_dict(wn.config.to_dict()) == wn.config
+    assert "parallel WaveNet (3 layers" in wn.decoder.describe()
+
+
+def test_it_trains_end_to_end_from_a_source_filter_model(tmp_path):
+    from speechvq.training.vqvae import TrainConfig, train
+
+    from .conftest import make_prepared_corpus
+
+    corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
+    base = dict(batch_size=2, crop_seconds=0.25, log_every=1, valid_every=0, export_every=0)
+    first = train(
+        corpus, tmp_path / "sf", TrainConfig(preset="tiny-sf", max_steps=2, **base), progress=False
+    )
+    cfg = TrainConfig(preset="tiny-sfwn", max_steps=3, init_parts="matching", **base)
+    r = train(corpus, tmp_path / "wn", cfg, init_from=first.model_path, progress=False)
+    model = speechvq.load(r.model_path)
+    assert model.config.decoder.kind == "sf-wavenet" and np.isfinite(r.last_loss)
+    wave = model.decode(np.arange(20) % 16, "alice")
+    assert wave.shape == (20 * 64,) and np.isfinite(wave).all()
