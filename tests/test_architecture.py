@@ -28,8 +28,9 @@ LAYERS = {
     "speechvq.training": 6,
     "speechvq.evaluation": 6,
     "speechvq.analysis": 6,
-    "speechvq.cli": 7,
-    "speechvq.demo": 7,
+    "speechvq.web": 7,
+    "speechvq.cli": 8,
+    "speechvq.demo": 8,
 }
 
 

@@ -99,6 +99,7 @@ def test_a_built_wheel_carries_the_shipped_model(tmp_path):
     for filename, _ in loading.REGISTRY.values():
         assert f"speechvq/pretrained/{filename}" in names
     assert "speechvq/pretrained/README.md" in names and "speechvq/cli/__init__.py" in names
+    assert "speechvq/web/static/index.html" in names and "speechvq/web/static/app.js" in names
 
 
 def test_license_and_changelog_match_the_package():
