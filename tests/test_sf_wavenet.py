@@ -93,3 +93,51 @@ def test_it_trains_end_to_end_from_a_source_filter_model(tmp_path):
     assert model.config.decoder.kind == "sf-wavenet" and np.isfinite(r.last_loss)
     wave = model.decode(np.arange(20) % 16, "alice")
     assert wave.shape == (20 * 64,) and np.isfinite(wave).all()
+
+
+def test_adversarial_training_steps_the_discriminators_and_resumes_exactly(tmp_path):
+    from speechvq.training.checkpoint import load_checkpoint
+    from speechvq.training.vqvae import TrainConfig, train
+
+    from .conftest import make_prepared_corpus
+
+    corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
+    base = dict(
+        preset="tiny-sfwn",
+        batch_size=2,
+        crop_seconds=0.25,
+        log_every=1,
+        valid_every=0,
+        export_every=0,
+        checkpoint_every=2,
+        adversarial=1.0,
+        disc_channels=4,
+    )
+    whole = train(corpus, tmp_path / "a", TrainConfig(max_steps=4, **base), progress=False)
+    log = (tmp_path / "a" / "log.csv").read_text()
+    for key in ("disc_loss", "adv_loss", "fm_loss"):
+        assert log.count(f"\n{key},") == 4, key
+    part = TrainConfig(max_steps=4, **base)
+    train(corpus, tmp_path / "b", part, stop_after=2, progress=False)
+    state = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert state["task"]["adversary"]["disc"], "the discriminators are in the checkpoint"
+    resumed = train(corpus, tmp_path / "b", part, resume=True, progress=False)
+    a = load_checkpoint(whole.run_dir / "checkpoint.pt")
+    b = load_checkpoint(resumed.run_dir / "checkpoint.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["task"]["adversary"]["disc"]:
+        assert torch.equal(a["task"]["adversary"]["disc"][k], b["task"]["adversary"]["disc"][k]), k
+
+
+def test_adversarial_training_needs_a_parallel_decoder(tmp_path):
+    import pytest
+
+    from speechvq.errors import SpeechVQError
+    from speechvq.training.vqvae import TrainConfig, train
+
+    from .conftest import make_prepared_corpus
+
+    corpus = make_prepared_corpus(tmp_path, utterances=1, heldout=0.0)
+    with pytest.raises(SpeechVQError, match="parallel decoder"):
+        train(corpus, tmp_path / "r", TrainConfig(preset="tiny", adversarial=1.0), progress=False)

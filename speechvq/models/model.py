@@ -40,6 +40,7 @@ class ModelOutput:
     usage: torch.Tensor
     codes: torch.Tensor  # [B, F]
     voice: torch.Tensor | None = None  # the speaker encoder's vectors [B, speaker_dim], if any
+    output: torch.Tensor | None = None  # the reconstruction [B, T] of a parallel decoder
 
 
 class SpeechVQ(nn.Module):
@@ -139,9 +140,11 @@ class SpeechVQ(nn.Module):
             if reference is None:
                 raise ValueError("a model with a speaker encoder trains on reference audio")
             voice = vectors = self.speaker_encoder(reference)  # (B, S)
-        recon = self.decoder.reconstruction_loss(wave, q.quantized, voice, f0)
+        recon, output = self.decoder.reconstruct(wave, q.quantized, voice, f0)
         loss = recon + q.loss + pitch_loss
-        return ModelOutput(loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes, vectors)
+        return ModelOutput(
+            loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes, vectors, output
+        )
 
     def _pitch_loss(self, latents, f0, speaker) -> torch.Tensor:
         """The F0 predictor's loss against the tracker's F0 `[B, F]`; 0 without the pitch path."""

@@ -23,6 +23,7 @@ def save_checkpoint(path: Path, model, optimizer, step: int, cfg: Any, extra: di
         "model_config": json.dumps(model.config.to_dict()),
         "train_config": json.dumps(dataclasses.asdict(cfg)),
         "elapsed": float(extra.get("elapsed", 0.0)),
+        "task": extra.get("task", {}),  # the task's own state (`Task.extra_state`)
     }
     with atomic_output(path) as tmp:
         torch.save(state, tmp)

@@ -76,6 +76,15 @@ class Task(Protocol):
         """Write the run's model file (rank 0)."""
         ...
 
+    def extra_state(self) -> dict:
+        """Training state of the task's own that the checkpoint keeps (may be empty),
+        e.g. discriminators and their optimiser."""
+        ...
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore `extra_state` from a checkpoint."""
+        ...
+
 
 @dataclass(frozen=True)
 class LoopResult:
@@ -132,6 +141,8 @@ class _Loop:
         self.module = task.module
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=cfg.lr)
         self.step, self.elapsed = restore(state, self.module, self.optimizer)
+        if state is not None:
+            task.load_extra_state(state.get("task", {}))
         self.start_step = self.step
         self.net = dist.wrap(self.module, device)
         self.dtype = autocast_dtype(cfg.precision, device)
@@ -199,8 +210,8 @@ class _Loop:
         self.exported = self.step
 
     def checkpoint(self) -> None:
-        elapsed = {"elapsed": self.elapsed}
-        save_checkpoint(self.ckpt, self.module, self.optimizer, self.step, self.cfg, elapsed)
+        extra = {"elapsed": self.elapsed, "task": self.task.extra_state()}
+        save_checkpoint(self.ckpt, self.module, self.optimizer, self.step, self.cfg, extra)
 
     def finish(self) -> LoopResult:
         if self.bar is not None:

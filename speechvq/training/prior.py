@@ -325,6 +325,12 @@ class PriorTask:
     def export(self, step: int, elapsed: float) -> None:
         _export(self.vqvae, self.module, self.run_dir, step, elapsed, self.bits, self.valid_codes)
 
+    def extra_state(self) -> dict:
+        return {}  # the prior is all there is
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
 
 def _export(
     vqvae: Any, prior: Prior, run_dir: Path, step: int, elapsed: float, bits: float, n: int

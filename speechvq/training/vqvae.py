@@ -30,6 +30,7 @@ from speechvq.data.corpus import PreparedCorpus, Utterance
 from speechvq.errors import SpeechVQError
 from speechvq.models.precision import autocast_dtype
 from speechvq.training import loop
+from speechvq.training.adversarial import Adversary
 from speechvq.training.config import config_from_yaml, merge
 from speechvq.training.distributed import Distributed
 from speechvq.training.init import base_model, build_model
@@ -61,6 +62,14 @@ class TrainConfig:
     # Weight of the speaker-identification loss on the speaker encoder's vectors
     # (`speechvq.training.speaker_loss`); 0 disables. Only with a speaker encoder.
     speaker_loss: float = 0.0
+    # Adversarial training of a parallel decoder (`speechvq.training.adversarial`):
+    # the weight of the generator loss (0 disables), of feature matching, the
+    # discriminators' learning rate and width, and the step they start at.
+    adversarial: float = 0.0
+    feature_matching: float = 2.0
+    disc_lr: float = 2e-4
+    disc_channels: int = 16
+    adversarial_start: int = 0
     # Set by `train(init_from=...)`: the model file the run started from, and its
     # own training steps/hours, so exported models report the total.
     init_from: str | None = None
@@ -270,6 +279,10 @@ def train(
     model = build_model(model_cfg, base, cfg, corpus, fresh=state is None, verbose=dist.main)
     if cfg.speaker_loss and model.speaker_encoder is None:
         raise SpeechVQError("speaker_loss needs a model with a speaker encoder (a -spk preset)")
+    if cfg.adversarial and model.config.decoder.kind == "wavenet":
+        raise SpeechVQError(
+            "adversarial training needs a parallel decoder (source-filter or sf-wavenet)"
+        )
     model.to(device).train()
     task = VQVAETask(model, corpus, cfg, run_dir, device)
     if state is None and base is None and model_cfg.quantizer.kmeans_init:
@@ -295,6 +308,7 @@ class VQVAETask:
         # The speakers with training utterances (the speaker loss's classes).
         trained = [s in self.sampler.by_speaker for s in corpus.speakers]
         self.trained = torch.tensor(trained, device=device)
+        self.adversary = Adversary(cfg, device) if cfg.adversarial else None
 
     def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
         return self.sampler.batch(self.cfg.seed, step, rank)
@@ -310,6 +324,14 @@ class VQVAETask:
             spk_loss = speaker_loss(out.voice, batch["speaker"], table, self.trained)
             loss = loss + self.cfg.speaker_loss * spk_loss
             update_table(out.voice, batch["speaker"], table)
+        gan = {}
+        if self.adversary is not None and step >= self.cfg.adversarial_start:
+            real, fake = batch["wave"], out.output
+            with autocast():
+                d_loss = self.adversary.discriminator_step(real, fake)
+                adv, fm = self.adversary.generator_losses(real, fake)
+            loss = loss + self.cfg.adversarial * adv + self.cfg.feature_matching * fm
+            gan = {"disc_loss": d_loss, "adv_loss": adv.detach(), "fm_loss": fm.detach()}
         return loop.Step(
             loss=loss,
             amount=batch["wave"].numel() / self.corpus.sample_rate,
@@ -320,10 +342,19 @@ class VQVAETask:
                 "vq_loss": out.vq_loss.item(),
                 "pitch_loss": out.pitch_loss.item(),
                 "speaker_loss": spk_loss.item(),
+                **{k: v.item() for k, v in gan.items()},
                 "perplexity": out.perplexity.item(),
                 "usage": out.usage.item(),
             },
         )
+
+    def extra_state(self) -> dict:
+        """What the checkpoint keeps beside the model: the discriminators, if any."""
+        return {"adversary": self.adversary.state_dict()} if self.adversary is not None else {}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.adversary is not None and "adversary" in state:
+            self.adversary.load_state_dict(state["adversary"])
 
     def validate(self, step: int, elapsed: float) -> tuple[dict[str, float], str]:
         dtype = autocast_dtype(self.cfg.precision, self.device)

@@ -51,6 +51,17 @@ class Decoder(nn.Module):
         """The training loss (scalar) of reconstructing `wave` `[B, T]` from latents `[B, D, F]`."""
         raise NotImplementedError
 
+    def reconstruct(
+        self,
+        wave: torch.Tensor,
+        latents: torch.Tensor,
+        speaker: torch.Tensor,
+        f0: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training loss and, for a kind that makes one in training (a parallel one),
+        the reconstruction `[B, T]` it scored, for the adversarial losses; else None."""
+        return self.reconstruction_loss(wave, latents, speaker, f0), None
+
     def synthesize(
         self,
         latents: torch.Tensor,

@@ -20,6 +20,10 @@ harmonic amplitudes are multiplied by the tracker's voicing per frame.
 Synthesis is chunked like the synthesiser's: each chunk of samples is
 filtered with the network's receptive field of real samples on either side,
 so a long file costs memory by the chunk and sounds the same as one pass.
+
+Training: the source-filter decoder's multi-resolution STFT loss, and, with
+`TrainConfig.adversarial`, the discriminators' losses
+(`training.adversarial`).
 """
 
 from __future__ import annotations
@@ -32,11 +36,7 @@ from torch import nn
 
 from speechvq.config import ModelConfig, PostFilterConfig
 from speechvq.models.decoders.base import SynthesisOptions
-from speechvq.models.decoders.source_filter import (
-    SourceFilterDecoder,
-    interp_frames,
-    spectral_loss,
-)
+from speechvq.models.decoders.source_filter import SourceFilterDecoder, interp_frames
 
 CHUNK_SAMPLES = 160_000  # 10 s at 16 kHz per pass of the post-filter in synthesis
 
@@ -104,11 +104,6 @@ class SourceFilterWaveNetDecoder(SourceFilterDecoder):
         harmonic, noise = self.render_parts(c, generator)
         source = torch.stack([harmonic + noise, harmonic, noise], dim=1)
         return harmonic + noise + self.post(source, c.features.float()).float()
-
-    def reconstruction_loss(self, wave, latents, speaker, f0) -> torch.Tensor:
-        """The multi-resolution STFT loss of the output (the adversarial losses, when
-        training uses them, come from the trainer's discriminators)."""
-        return spectral_loss(self(latents, speaker, f0), wave)
 
     def synthesize(self, latents, speaker, f0, options: SynthesisOptions) -> np.ndarray:
         """One parallel pass, the post-filter `CHUNK_SAMPLES` at a time; `options.seed`

@@ -111,7 +111,12 @@ class SourceFilterDecoder(Decoder):
 
     def reconstruction_loss(self, wave, latents, speaker, f0) -> torch.Tensor:
         """The multi-resolution STFT loss of the output driven by the tracker's F0."""
-        return spectral_loss(self(latents, speaker, f0), wave)
+        return self.reconstruct(wave, latents, speaker, f0)[0]
+
+    def reconstruct(self, wave, latents, speaker, f0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The STFT loss and the output `[B, T]` it scored."""
+        out = self(latents, speaker, f0)
+        return spectral_loss(out, wave), out
 
     def synthesize(self, latents, speaker, f0, options: SynthesisOptions) -> np.ndarray:
         """One parallel pass; `options.seed` sets the noise (the rest are WaveNet options)."""
