@@ -1,7 +1,10 @@
 """`make demo`: the main job with the shipped model, on an input the project ships.
 
 Converts `examples/demo.wav` (synthesised by this project with espeak-ng) to
-several speakers, samples 3 s from the prior when the model has one, and
+several speakers, converts it one-shot to the voice of the reference
+recording `examples/reference.wav` (another espeak-ng voice) with a
+speaker-encoder model (the default one if it has a speaker encoder, else the
+shipped `small-spk`), samples 3 s from the prior when the model has one, and
 writes everything under `out/` with a line for each file.
 """
 
@@ -15,6 +18,8 @@ from speechvq.errors import SpeechVQError
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_INPUT = REPO / "examples" / "demo.wav"
+DEMO_REFERENCE = REPO / "examples" / "reference.wav"
+SPEAKER_MODEL = "small-spk"  # the shipped speaker-encoder model, if the default has none
 TARGETS = ("p225", "p226", "p227", "p228")
 
 
@@ -47,6 +52,7 @@ def run(
         path = save_audio(out_dir / f"convert_{spk}.wav", out, model.sample_rate)
         written.append(path)
         print(f"{path}: demo input in the voice of {spk} ({time.time() - t0:.1f} s)")
+    written.append(_one_shot(model, wave, sr, out_dir, seed))
     if model.prior is not None:
         from speechvq.inference.sampling import sample_speech
 
@@ -58,6 +64,25 @@ def run(
     else:
         print("(this model has no prior: no sample)")
     return written
+
+
+def _one_shot(model, wave, sr: int, out_dir: Path, seed: int) -> Path:
+    """The demo input in the voice of `DEMO_REFERENCE`, by a speaker-encoder model."""
+    from speechvq.audio.io import load_audio, save_audio
+    from speechvq.inference.loading import load
+
+    name = "the default model"
+    if model.speaker_encoder is None:
+        model, name = load(SPEAKER_MODEL), SPEAKER_MODEL
+    t0 = time.time()
+    voice = model.voice([load_audio(DEMO_REFERENCE)])
+    out = model.convert(wave, sr, voice, seed=seed)
+    path = save_audio(out_dir / "convert_to_reference.wav", out, model.sample_rate)
+    print(
+        f"{path}: demo input in the voice of {DEMO_REFERENCE.relative_to(REPO)}, one-shot "
+        f"({name}, {time.time() - t0:.1f} s)"
+    )
+    return path
 
 
 def main() -> None:

@@ -75,15 +75,23 @@ def test_every_command_has_help():
         assert "Usage" in run(cmd, "--help").stdout
 
 
-def test_demo_converts_the_shipped_input(tmp_path, model_file, capsys):
+def test_demo_converts_the_shipped_input(tmp_path, model_file, capsys, monkeypatch):
+    """To named voices with the given model, and one-shot to the shipped reference recording
+    with a speaker-encoder model (here a tiny one in place of the shipped small-spk)."""
     from speechvq import demo
+    from speechvq.config import ModelConfig
+    from speechvq.models.model import SpeechVQ
 
+    spk_file = tmp_path / "spk.safetensors"
+    SpeechVQ(ModelConfig.preset("tiny-sf-spk", speakers=["a"])).save(spk_file)
+    monkeypatch.setattr(demo, "SPEAKER_MODEL", str(spk_file))
     torch.manual_seed(0)
     written = demo.run(out_dir=tmp_path / "out", model_name=str(model_file), seconds_limit=0.3)
     names = sorted(p.name for p in written)
-    assert names == ["convert_p225.wav", "convert_p226.wav"]
+    assert names == ["convert_p225.wav", "convert_p226.wav", "convert_to_reference.wav"]
     lines = capsys.readouterr().out.splitlines()
-    assert sum("convert_" in line for line in lines) == 2
+    assert sum("convert_" in line for line in lines) == 3
+    assert any("examples/reference.wav, one-shot (" + str(spk_file) in line for line in lines)
     for path in written:
         assert sf.info(path).samplerate == 16000
 
