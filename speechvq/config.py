@@ -23,6 +23,9 @@ class EncoderConfig:
     downsamples: int = 6  # hop = 2 ** downsamples = 64 samples
     residual_blocks: int = 3  # dilated residual blocks at the frame rate
     kernel_size: int = 4
+    # Causal convolutions (padded on the left only), so that it can stream
+    # (`models.streaming`): a frame's latent reads no audio after the frame.
+    causal: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,8 @@ class ModelConfig:
             # Off, it is left out: the configs (and so the model hashes that `.svq`
             # files check) of models from before it existed stay as they were.
             del d["speaker_encoder"]
+        if not self.encoder.causal:
+            del d["encoder"]["causal"]  # the same: absent from older models
         if self.decoder.kind != "sf-wavenet":
             del d["decoder"]["post_filter"]  # the same: only that kind has one
         return d

@@ -11,14 +11,18 @@ import torch
 from torch import nn
 
 from speechvq.config import EncoderConfig
+from speechvq.models.streaming import CausalConv1d
 
 
 class ResidualBlock(nn.Module):
     """ReLU, dilated conv (kernel 3), ReLU, 1x1 conv, plus the input. Shape-preserving."""
 
-    def __init__(self, channels: int, dilation: int):
+    def __init__(self, channels: int, dilation: int, causal: bool = False):
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation, padding=dilation)
+        if causal:
+            self.conv = CausalConv1d(channels, channels, 3, dilation=dilation)
+        else:
+            self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation, padding=dilation)
         self.proj = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +33,9 @@ class Encoder(nn.Module):
     """`[B, 1, T]` waveform to `[B, D, T / 2**downsamples]` latents.
 
     T must be a multiple of the hop (`SpeechVQ.encode` pads); each strided
-    conv (kernel 4, stride 2, padding 1) halves the length exactly.
+    conv (kernel 4, stride 2, padding 1) halves the length exactly. With
+    `cfg.causal` every convolution is padded on the left only
+    (`models.streaming.CausalConv1d`), so the encoder can stream.
     """
 
     def __init__(self, cfg: EncoderConfig):
@@ -40,12 +46,15 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = []
         in_ch = 1
         for _ in range(cfg.downsamples):
-            layers += [nn.Conv1d(in_ch, cfg.channels, cfg.kernel_size, stride=2, padding=pad)]
+            if cfg.causal:
+                layers += [CausalConv1d(in_ch, cfg.channels, cfg.kernel_size, stride=2)]
+            else:
+                layers += [nn.Conv1d(in_ch, cfg.channels, cfg.kernel_size, stride=2, padding=pad)]
             layers += [nn.ReLU()]
             in_ch = cfg.channels
         self.downsample = nn.Sequential(*layers)
         self.blocks = nn.Sequential(
-            *[ResidualBlock(cfg.channels, 3**i) for i in range(cfg.residual_blocks)]
+            *[ResidualBlock(cfg.channels, 3**i, cfg.causal) for i in range(cfg.residual_blocks)]
         )
         self.out = nn.Conv1d(cfg.channels, cfg.latent_dim, 1)
         self.reset_parameters()
@@ -67,6 +76,25 @@ class Encoder(nn.Module):
         for block in self.blocks:
             nn.init.zeros_(block.proj.weight)
         nn.init.xavier_uniform_(self.out.weight)
+
+    @property
+    def context(self) -> tuple[int, int]:
+        """Frames (before, after) of audio that a frame's latent reads beyond its own.
+
+        Each strided conv (kernel k, stride 2, left padding p) maps output i
+        to inputs [2i - p, 2i - p + k - 1]; over n of them frame f reads
+        samples [hop f - p (hop - 1), hop f + (k - 1 - p)(hop - 1)]. The
+        residual blocks (kernel 3, dilation 3**i) then widen that by
+        sum(3**i) frames on each side, or 2 sum(3**i) before when causal.
+        """
+        cfg, hop = self.cfg, self.hop
+        blocks = sum(3**i for i in range(cfg.residual_blocks))
+        pad = cfg.kernel_size - 2 if cfg.causal else (cfg.kernel_size - 2) // 2
+        left = -(-pad * (hop - 1) // hop)
+        right = -(-max(0, (cfg.kernel_size - 2 - pad) * (hop - 1)) // hop)
+        if cfg.causal:
+            return left + 2 * blocks, right
+        return left + blocks, right + blocks
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         B, C, T = wave.shape

@@ -25,6 +25,7 @@ from speechvq.models.encoder import Encoder
 from speechvq.models.pitch import PitchPredictor
 from speechvq.models.quantizer import VectorQuantizer
 from speechvq.models.speaker_encoder import SpeakerEncoder
+from speechvq.models.streaming import StreamEncoder
 from speechvq.models.voice import Voice, voice_from_recordings
 
 
@@ -195,20 +196,15 @@ class SpeechVQ(nn.Module):
 
     @property
     def encoder_context(self) -> int:
-        """Frames of context on each side that make chunked encoding equal whole encoding.
+        """Frames of context on each side that make chunked encoding equal whole encoding:
+        the encoder's reach (`Encoder.context`) and one frame of margin. `small`: 15
+        frames (60 ms)."""
+        return max(self.encoder.context) + 1
 
-        Each strided conv (kernel k, stride 2, padding p) maps output i to
-        inputs [2i - p, 2i - p + k - 1]; over n of them frame f reads samples
-        [hop f - p (hop - 1), hop f + (k - 1 - p)(hop - 1)]. The residual
-        blocks (kernel 3, dilation 3**i) then widen that by sum(3**i) frames
-        on each side. One frame more is a margin. `small`: 15 frames (60 ms).
-        """
-        enc, hop = self.config.encoder, self.hop_length
-        pad = (enc.kernel_size - 2) // 2  # as in `Encoder`
-        left = -(-pad * (hop - 1) // hop)
-        right = -(-max(0, (enc.kernel_size - 2 - pad) * (hop - 1)) // hop)
-        blocks = sum(3**i for i in range(enc.residual_blocks))
-        return blocks + max(left, right) + 1
+    def stream_encoder(self) -> StreamEncoder:
+        """Codes of audio as it arrives (a model whose encoder is causal): `push(samples)`
+        at the model's rate, then `flush()`; the codes equal `encode`'s."""
+        return StreamEncoder(self)
 
     @torch.no_grad()
     def decode(
