@@ -88,6 +88,7 @@ class PitchConfig:
     predictor_dilation_cycle: int = 0
     f0_floor: float = 50.0
     f0_ceil: float = 800.0
+    causal: bool = False  # the predictor reads no later frame (it can stream)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class SourceFilterConfig:
     harmonics: int = 128  # reaches Nyquist down to F0 = 62.5 Hz
     envelope_bins: int = 129  # harmonic envelope, 62.5 Hz apart over 0..8 kHz
     noise_bins: int = 65  # noise filter magnitude, 125 Hz apart
+    causal: bool = False  # the frame network reads no later frame (it can stream)
 
 
 @dataclass(frozen=True)
@@ -215,8 +217,10 @@ class ModelConfig:
             # Off, it is left out: the configs (and so the model hashes that `.svq`
             # files check) of models from before it existed stay as they were.
             del d["speaker_encoder"]
-        if not self.encoder.causal:
-            del d["encoder"]["causal"]  # the same: absent from older models
+        # The same for the causal switches: absent from older models when off.
+        for part in (d["encoder"], d["decoder"]["source_filter"], d["pitch"]):
+            if not part["causal"]:
+                del part["causal"]
         if self.decoder.kind != "sf-wavenet":
             del d["decoder"]["post_filter"]  # the same: only that kind has one
         return d
@@ -260,7 +264,9 @@ class ModelConfig:
         `small-sf` / `tiny-sf` swap the WaveNet for the source-filter decoder, and
         `small-sf-spk` / `tiny-sf-spk` add a speaker encoder (any voice), and
         `small-sfwn` / `tiny-sfwn` put a parallel WaveNet after the
-        source-filter synthesiser (decoder kind `sf-wavenet`).
+        source-filter synthesiser (decoder kind `sf-wavenet`), and
+        `small-stream` / `tiny-stream` are `small-sf` / `tiny-sf` with every
+        network causal (streaming).
 
         `pitch` switches the pitch path on or off; by default `small` has it
         on (it is what makes a CPU-trained decoder voiced, see README) and the
@@ -362,3 +368,21 @@ PRESETS["tiny-sfwn"] = dataclasses.replace(
 PRESETS["small-sfwn-spk"] = dataclasses.replace(
     PRESETS["small-sfwn"], speaker_encoder=PRESETS["small-sf-spk"].speaker_encoder
 )
+
+
+# Streaming (issue 18): every network causal, so codes and audio can be made as
+# the input arrives (`models.streaming`).
+def _causal(cfg: ModelConfig) -> ModelConfig:
+    dec = cfg.decoder
+    return dataclasses.replace(
+        cfg,
+        encoder=dataclasses.replace(cfg.encoder, causal=True),
+        decoder=dataclasses.replace(
+            dec, source_filter=dataclasses.replace(dec.source_filter, causal=True)
+        ),
+        pitch=dataclasses.replace(cfg.pitch, causal=True),
+    )
+
+
+PRESETS["small-stream"] = _causal(PRESETS["small-sf"])
+PRESETS["tiny-stream"] = _causal(PRESETS["tiny-sf"])

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import speechvq
 from speechvq.config import ModelConfig
 from speechvq.errors import SpeechVQError
-from speechvq.models.streaming import CausalConv1d, streaming
+from speechvq.models.causal import CausalConv1d, streaming
 
 from .conftest import synth_speechlike
 
@@ -27,6 +27,23 @@ def _causal_model(preset: str = "tiny-sf"):
 
 MODEL = _causal_model()
 WAVE = synth_speechlike(0.6, seed=3)  # 9600 samples: 150 frames
+
+
+def _stream_model():
+    torch.manual_seed(0)
+    model = speechvq.SpeechVQ(ModelConfig.preset("tiny-stream", speakers=["a", "b"])).eval()
+    with torch.no_grad():  # audible output: heads away from their near-silent start
+        for head in (model.decoder.harmonic_head, model.decoder.noise_head):
+            head.weight.normal_(0, 0.3)
+            head.bias.fill_(-1.0)
+    return model
+
+
+STREAM = _stream_model()
+# Streamed audio differs from offline by float rounding only (the harmonic phase is
+# summed in other pieces): under 2e-4 of the peak, -74 dB.
+TOLERANCE = 2e-4
+CODES = np.random.default_rng(0).integers(0, 16, 300)  # 1.2 s
 
 
 @settings(max_examples=25, deadline=None)
@@ -107,3 +124,60 @@ def test_causal_models_chunk_long_inputs_exactly_and_old_configs_are_unchanged()
     assert "causal" in MODEL.config.to_dict()["encoder"]
     assert "causal" not in ModelConfig.preset("small").to_dict()["encoder"]
     assert ModelConfig.from_dict(MODEL.config.to_dict()) == MODEL.config
+
+
+@settings(max_examples=15, deadline=None)
+@given(cuts=st.lists(st.integers(1, 60), min_size=1, max_size=12))
+def test_streamed_audio_equals_the_offline_decode_for_any_chunking(cuts):
+    offline = STREAM.decode(CODES, "b", seed=7)
+    dec = STREAM.stream_decoder("b", seed=7)
+    pieces, t = [], 0
+    for n in cuts:
+        pieces.append(dec.push(CODES[t : t + n]))
+        t += n
+    pieces.append(dec.push(CODES[t:]))
+    pieces.append(dec.flush())
+    got = np.concatenate(pieces)
+    assert got.shape == offline.shape and np.abs(offline).max() > 0.05
+    assert np.abs(got - offline).max() < TOLERANCE * np.abs(offline).max()
+
+
+def test_the_stream_decoder_holds_back_three_frames():
+    from speechvq.models.decoders.synthesis_stream import HOLD
+
+    dec = STREAM.stream_decoder("a", seed=0)
+    assert dec.push(CODES[:2]).size == 0
+    assert dec.push(CODES[2:10]).size == (10 - HOLD) * 64
+    assert dec.push(CODES[10:11]).size == 64
+    assert dec.flush().size == HOLD * 64
+
+
+def test_a_non_causal_decoder_says_it_cannot_stream():
+    with pytest.raises(SpeechVQError, match="not a causal source-filter decoder"):
+        MODEL.stream_decoder("a")
+
+
+def test_encoder_and_decoder_stream_at_once_through_one_model():
+    enc, dec = STREAM.stream_encoder(), STREAM.stream_decoder("a", seed=1)
+    audio = [dec.push(enc.push(WAVE[t : t + 320])) for t in range(0, WAVE.size, 320)]
+    audio += [dec.push(enc.flush()), dec.flush()]
+    offline = STREAM.decode(STREAM.encode(WAVE, 16000), "a", seed=1)
+    assert np.abs(np.concatenate(audio) - offline).max() < TOLERANCE * np.abs(offline).max()
+
+
+def test_the_latency_follows_from_the_config_and_info_reports_it():
+    from speechvq.inference.summary import describe_model
+    from speechvq.models.streaming import algorithmic_latency
+
+    assert algorithmic_latency(STREAM) == pytest.approx(0.016)  # 4 ms frame + 3 held back
+    assert algorithmic_latency(MODEL) is None  # its decoder is not causal
+    rows = dict(describe_model(STREAM))
+    assert rows["streaming"].startswith("yes: algorithmic latency 16 ms")
+    assert dict(describe_model(MODEL))["streaming"].startswith("no")
+
+
+def test_a_causal_model_starts_from_a_non_causal_ones_weights():
+    from speechvq.training.init import copy_matching
+
+    offline = speechvq.SpeechVQ(ModelConfig.preset("tiny-sf", speakers=["a", "b"]))
+    assert copy_matching(offline, STREAM.__class__(STREAM.config)) == []  # every tensor copied

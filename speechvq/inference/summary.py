@@ -25,6 +25,20 @@ def describe_model(m: Any) -> list[tuple[str, str]]:
         ("parameters", f"{m.num_parameters():,}"),
         ("package version", m.metadata.get("package_version", "?")),
     ]
+    from speechvq.models.streaming import algorithmic_latency
+
+    latency = algorithmic_latency(m)
+    if latency is None:
+        rows.append(("streaming", "no (non-causal networks: the whole input is needed)"))
+    else:
+        frame = 1000 * m.hop_length / m.sample_rate
+        rows.append(
+            (
+                "streaming",
+                f"yes: algorithmic latency {1000 * latency:.0f} ms (the {frame:.0f} ms frame, "
+                f"then {1000 * latency - frame:.0f} ms held back by the synthesiser)",
+            )
+        )
     for key in ("training_steps", "training_hours", "trained_on"):
         if key in m.metadata:
             rows.append((key.replace("_", " "), m.metadata[key]))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from speechvq.config import EncoderConfig
-from speechvq.models.streaming import CausalConv1d
+from speechvq.models.causal import CausalConv1d
 
 
 class ResidualBlock(nn.Module):

@@ -10,20 +10,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechvq.models.causal import CausalConv1d
+
 
 class FrameNet(nn.Module):
-    """Non-causal dilated residual convolutions over frames: `[B, C_in, F]` to `[B, C, F]`."""
+    """Dilated residual convolutions over frames: `[B, C_in, F]` to `[B, C, F]`.
 
-    def __init__(self, in_channels: int, channels: int, layers: int, kernel: int, cycle: int):
+    Non-causal (centred kernels) by default; `causal` pads on the left only
+    (`models.causal.CausalConv1d`), so a frame reads no later one and the
+    network can stream.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        layers: int,
+        kernel: int,
+        cycle: int,
+        causal: bool = False,
+    ):
         super().__init__()
-        self.inp = nn.Conv1d(in_channels, channels, kernel, padding=kernel // 2)
+
+        def conv(cin: int, d: int) -> nn.Module:
+            if causal:
+                return CausalConv1d(cin, channels, kernel, dilation=d)
+            return nn.Conv1d(cin, channels, kernel, padding=d * (kernel // 2), dilation=d)
+
+        self.inp = conv(in_channels, 1)
         self.blocks = nn.ModuleList()
         for i in range(layers):
             d = 2 ** (i % cycle)
             self.blocks.append(
                 nn.Sequential(
                     nn.LeakyReLU(0.2),
-                    nn.Conv1d(channels, channels, kernel, padding=d * (kernel // 2), dilation=d),
+                    conv(channels, d),
                     nn.LeakyReLU(0.2),
                     nn.Conv1d(channels, channels, 1),
                 )

@@ -25,7 +25,7 @@ from speechvq.models.encoder import Encoder
 from speechvq.models.pitch import PitchPredictor
 from speechvq.models.quantizer import VectorQuantizer
 from speechvq.models.speaker_encoder import SpeakerEncoder
-from speechvq.models.streaming import StreamEncoder
+from speechvq.models.streaming import StreamDecoder, StreamEncoder
 from speechvq.models.voice import Voice, voice_from_recordings
 
 
@@ -205,6 +205,11 @@ class SpeechVQ(nn.Module):
         """Codes of audio as it arrives (a model whose encoder is causal): `push(samples)`
         at the model's rate, then `flush()`; the codes equal `encode`'s."""
         return StreamEncoder(self)
+
+    def stream_decoder(self, speaker: str | int | Voice, seed: int | None = None) -> StreamDecoder:
+        """Audio of codes as they arrive, in `speaker`'s voice (a name or a `Voice`), from a
+        model whose decoder is causal: `push(codes)`, then `flush()`; equal to `decode`."""
+        return StreamDecoder(self, speaker, seed)
 
     @torch.no_grad()
     def decode(

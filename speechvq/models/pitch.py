@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechvq.config import PitchConfig
+from speechvq.models.causal import CausalConv1d
 
 # Global scaling of log-F0 for the decoder's conditioning input.
 LOG_F0_CENTER = math.log(150.0)
@@ -82,14 +83,24 @@ class PitchPredictor(nn.Module):
 
             ch = cfg.predictor_channels
             self.net = nn.Sequential(
-                FrameNet(latent_dim, ch, cfg.predictor_layers, 3, cfg.predictor_dilation_cycle),
+                FrameNet(
+                    latent_dim,
+                    ch,
+                    cfg.predictor_layers,
+                    3,
+                    cfg.predictor_dilation_cycle,
+                    causal=cfg.causal,
+                ),
                 nn.Conv1d(ch, 2, 1),
             )
             return
         layers: list[nn.Module] = []
         ch = latent_dim
         for _ in range(cfg.predictor_layers):
-            layers += [nn.Conv1d(ch, cfg.predictor_channels, 5, padding=2), nn.ReLU()]
+            if cfg.causal:  # reads the frame and the 4 before it
+                layers += [CausalConv1d(ch, cfg.predictor_channels, 5), nn.ReLU()]
+            else:
+                layers += [nn.Conv1d(ch, cfg.predictor_channels, 5, padding=2), nn.ReLU()]
             ch = cfg.predictor_channels
         layers += [nn.Conv1d(ch, 2, 1)]
         self.net = nn.Sequential(*layers)

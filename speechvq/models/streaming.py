@@ -1,94 +1,23 @@
-"""Streaming: causal layers that keep their state between calls (issue 18, in progress).
+"""Streaming encode and decode (issue 18): codes and audio as they arrive.
 
-Following Moshi's `with model.streaming(batch_size):`, each layer that needs
-past input keeps it in its own state, which exists only inside the
-`streaming(module, batch_size)` context: callers never reset buffers, and
-outside the context the same layers run offline over whole signals.
-
-`CausalConv1d` is a convolution padded on the left only. Offline it pads
-`(kernel - 1) * dilation - (stride - 1)` zeros in front, so output i reads
-inputs up to `stride * i + stride - 1` and a signal of `n * stride` samples
-gives n outputs; streaming, it keeps the inputs it has not yet used up (the
-same zeros at the start), emits every output whose inputs have all arrived,
-and so gives exactly the offline outputs, however the input is cut.
+The layers keep their own state (`models.causal`, after Moshi's
+`with model.streaming(batch_size):`); the classes here feed them.
 
 `StreamEncoder` runs a causal encoder and the quantiser on audio as it
 arrives: `push(samples)` returns the codes of the frames completed so far,
 `flush()` those of the last, zero-padded frame. Its codes equal
-`SpeechVQ.encode`'s.
+`SpeechVQ.encode`'s. `StreamDecoder` is its counterpart: codes in, audio out.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from speechvq.errors import SpeechVQError
-
-
-class StreamingModule(nn.Module):
-    """A layer with state inside `streaming(...)`: `_stream` is None outside it."""
-
-    _stream: Any = None
-
-    def start_stream(self, batch_size: int, device: torch.device) -> Any:
-        raise NotImplementedError
-
-
-@contextlib.contextmanager
-def streaming(module: nn.Module, batch_size: int = 1) -> Iterator[None]:
-    """Give every `StreamingModule` in `module` a fresh state for the length of the block."""
-    layers = [m for m in module.modules() if isinstance(m, StreamingModule)]
-    if any(m._stream is not None for m in layers):
-        raise SpeechVQError("this model is already streaming (one stream at a time per model)")
-    device = next(module.parameters()).device
-    for m in layers:
-        m._stream = m.start_stream(batch_size, device)
-    try:
-        yield
-    finally:
-        for m in layers:
-            m._stream = None
-
-
-class CausalConv1d(StreamingModule):
-    """`nn.Conv1d` padded on the left only: `[B, C, T]` to `[B, C', T / stride]`."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1):
-        super().__init__()
-        if kernel < stride:
-            raise ValueError(f"a causal conv needs kernel >= stride, not {kernel} < {stride}")
-        self.conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation)
-        self.stride = stride
-        self.span = (kernel - 1) * dilation + 1  # inputs one output reads
-        self.pad = self.span - stride  # zeros in front
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.conv.weight
-
-    @property
-    def bias(self) -> torch.Tensor:
-        return self.conv.bias
-
-    def start_stream(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        return torch.zeros(batch_size, self.conv.in_channels, self.pad, device=device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._stream is None:
-            return self.conv(F.pad(x, (self.pad, 0)))
-        full = torch.cat([self._stream, x], dim=-1)
-        n = max(0, (full.shape[-1] - self.span) // self.stride + 1)
-        self._stream = full[..., n * self.stride :]
-        if n == 0:
-            return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
-        return self.conv(full[..., : (n - 1) * self.stride + self.span])
+from speechvq.models.causal import streaming
 
 
 class StreamEncoder:
@@ -143,3 +72,80 @@ class StreamEncoder:
         if not self.closed:
             self.closed = True
             self._context.__exit__(None, None, None)
+
+
+class StreamDecoder:
+    """Audio of codes as they arrive, in one voice, from a model whose decoder is causal.
+
+    `push(codes [n])` returns the samples that are final, `flush()` the rest
+    (the synthesiser holds back `synthesis_stream.HOLD` frames), and ends
+    the stream. The audio equals `model.decode(all codes, voice, seed=seed)`
+    up to float rounding, however the codes are cut.
+    """
+
+    def __init__(self, model: Any, voice: Any, seed: int | None = None):
+        from speechvq.models.decoders.source_filter import SourceFilterDecoder
+        from speechvq.models.decoders.synthesis_stream import SynthesisStream
+
+        cfg = model.config
+        if type(model.decoder) is not SourceFilterDecoder or not cfg.decoder.source_filter.causal:
+            raise SpeechVQError(
+                "this model's decoder is not a causal source-filter decoder: it cannot stream "
+                "(use a -stream preset)"
+            )
+        if model.pitch is None or not cfg.pitch.causal:
+            raise SpeechVQError("this model's F0 predictor is not causal: it cannot stream")
+        self.model = model
+        self.voice, self.mean, self.std = model._voice_tensors(voice)
+        gen = torch.Generator(device=model._device)  # as `SourceFilterDecoder.synthesize`
+        gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+        self._contexts = [streaming(model.pitch), streaming(model.decoder)]
+        for ctx in self._contexts:
+            ctx.__enter__()
+        self.synthesis = SynthesisStream(model.decoder, gen)
+        self.closed = False
+        model.eval()
+
+    @torch.no_grad()
+    def push(self, codes: np.ndarray) -> np.ndarray:
+        from speechvq.models.pitch import PitchPredictor
+
+        if self.closed:
+            raise SpeechVQError("this stream is flushed; start another")
+        codes = self.model.check_codes(np.asarray(codes).reshape(-1)) if len(codes) else codes
+        if len(codes) == 0:
+            return np.zeros(0, dtype=np.float32)
+        m = self.model
+        latents = m.quantizer.lookup(torch.from_numpy(codes)[None].to(m._device))
+        f0 = PitchPredictor.to_hz(m.pitch(latents), self.mean, self.std, m.config.pitch)
+        controls = m.decoder.controls(latents, self.voice, f0)
+        return self.synthesis.push(controls)[0].cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def flush(self) -> np.ndarray:
+        if self.closed:
+            raise SpeechVQError("this stream is flushed; start another")
+        out = self.synthesis.flush()[0].cpu().numpy().astype(np.float32)
+        self.close()
+        return out
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            for ctx in reversed(self._contexts):
+                ctx.__exit__(None, None, None)
+
+
+def algorithmic_latency(model: Any) -> float | None:
+    """Seconds from a sample's arrival to its decoded sample, beyond compute and chunking:
+    the frame it completes plus the frames the synthesiser holds back; None if the model
+    cannot stream."""
+    from speechvq.models.decoders.synthesis_stream import HOLD
+
+    cfg = model.config
+    sf = cfg.decoder.source_filter
+    if not (cfg.encoder.causal and sf.causal and cfg.pitch.causal):
+        return None
+    if cfg.decoder.kind != "source-filter":
+        return None
+    return (1 + HOLD) * model.hop_length / model.sample_rate

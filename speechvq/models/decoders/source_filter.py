@@ -41,6 +41,7 @@ from speechvq.models.pitch import pitch_features
 # harmonics 8 Hz apart, 64 follows 4 ms transients.
 LOSS_FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 NOISE_FFT = 256  # filtered-noise STFT: window 256, hop 64 (one code frame)
+LEAD_F0 = 100.0  # Hz held by unvoiced frames with no voiced one before them (see fill_unvoiced)
 
 
 def exp_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,12 @@ class SourceFilterDecoder(Decoder):
         self.harmonics = sf.harmonics
         self.speaker = nn.Embedding(max(1, len(cfg.speakers)), cfg.decoder.speaker_dim)
         in_ch = cfg.encoder.latent_dim + cfg.decoder.speaker_dim + 2
-        self.net = FrameNet(in_ch, sf.channels, sf.layers, sf.kernel_size, sf.dilation_cycle)
+        self.net = FrameNet(
+            in_ch, sf.channels, sf.layers, sf.kernel_size, sf.dilation_cycle, causal=sf.causal
+        )
+        # Leading unvoiced frames hold the first voiced F0 (a later frame) offline;
+        # a causal decoder cannot know it and holds this instead.
+        self.lead_f0 = LEAD_F0 if sf.causal else None
         self.harmonic_head = nn.Conv1d(sf.channels, sf.envelope_bins, 1)
         self.noise_head = nn.Conv1d(sf.channels, sf.noise_bins, 1)
         # Start quiet: exp_sigmoid(-5) ~ 1e-4, so the first outputs are near silence
@@ -152,7 +158,7 @@ class SourceFilterDecoder(Decoder):
         with torch.autocast(c.f0.device.type, enabled=False):
             B, Fr = c.f0.shape
             white = torch.rand(B, Fr * self.hop, generator=generator, device=c.f0.device) * 2 - 1
-            filled = Controls(c.harmonic_env, c.noise_env, fill_unvoiced(c.f0))
+            filled = Controls(c.harmonic_env, c.noise_env, fill_unvoiced(c.f0, self.lead_f0))
             voiced = (c.f0 > 0).float()
             phase = torch.zeros(B, 1, dtype=torch.float64, device=c.f0.device)
             harmonics, noises = [], []
@@ -214,8 +220,9 @@ class SourceFilterDecoder(Decoder):
         return out[:, a * hop - s0 : b * hop - s0]
 
 
-def fill_unvoiced(f0: torch.Tensor) -> torch.Tensor:
-    """`[B, F]` F0 with each unvoiced frame holding the last voiced value (the first one before it).
+def fill_unvoiced(f0: torch.Tensor, lead: float | None = None) -> torch.Tensor:
+    """`[B, F]` F0 with each unvoiced frame holding the last voiced value (the first one
+    before it, or `lead` Hz if given: what a causal decoder knows).
 
     Keeps the harmonic phase from gliding to 0 Hz across a voicing boundary,
     where the amplitudes fade out anyway.
@@ -225,8 +232,10 @@ def fill_unvoiced(f0: torch.Tensor) -> torch.Tensor:
     last = torch.where(voiced, idx, torch.zeros_like(idx)).cummax(dim=1).values
     filled = f0.gather(1, last)
     first = torch.where(
-        voiced.any(1), f0.gather(1, voiced.float().argmax(1, keepdim=True))[:, 0], 100.0
+        voiced.any(1), f0.gather(1, voiced.float().argmax(1, keepdim=True))[:, 0], LEAD_F0
     )
+    if lead is not None:
+        first = torch.full_like(first, lead)
     return torch.where(filled > 0, filled, first[:, None].to(f0.dtype))
 
 
