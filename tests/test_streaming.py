@@ -181,3 +181,162 @@ def test_a_causal_model_starts_from_a_non_causal_ones_weights():
 
     offline = speechvq.SpeechVQ(ModelConfig.preset("tiny-sf", speakers=["a", "b"]))
     assert copy_matching(offline, STREAM.__class__(STREAM.config)) == []  # every tensor copied
+
+
+# ---- packets, the stream compressor and decompressor ---------------------------------
+
+
+def _stream_bytes(model, wave, packet_ms=20.0, chunk=333):
+    from speechvq.inference.streaming import StreamCompressor
+
+    comp = StreamCompressor(model, 16000, packet_ms=packet_ms, entropy="adaptive")
+    data = [comp.start()]
+    for t in range(0, wave.size, chunk):
+        data.append(comp.push(wave[t : t + chunk]))
+    data.append(comp.flush())
+    return comp.header, b"".join(data)
+
+
+def _read_all(model, data, header=None, voice="a"):
+    import io
+
+    from speechvq.codec import packets as P
+    from speechvq.inference.streaming import StreamDecompressor
+
+    f = io.BytesIO(data)
+    header = P.read_header(f)
+    decomp = StreamDecompressor(model, header, voice=voice, seed=0)
+    events = list(decomp.reader(f).events())
+    audio = np.concatenate([decomp.feed(e) for e in events])
+    return audio[: decomp.num_samples], events, decomp
+
+
+def test_packets_carry_exactly_the_codes_and_the_decode_equals_offline():
+    from speechvq.codec import packets as P
+
+    header, data = _stream_bytes(STREAM, WAVE)
+    audio, events, _ = _read_all(STREAM, data)
+    codes = np.concatenate([e.codes for e in events if isinstance(e, P.Packet)])
+    assert np.array_equal(codes, STREAM.encode(WAVE, 16000))
+    assert [len(e.codes) for e in events[:-1]] == [5] * 30 and isinstance(events[-1], P.End)
+    offline = STREAM.decode(codes, "a", seed=0)[: WAVE.size]
+    assert audio.size == WAVE.size
+    assert np.abs(audio - offline).max() < TOLERANCE * np.abs(offline).max()
+
+
+def test_a_lost_packet_is_concealed_and_the_stream_goes_on():
+    import io
+
+    from speechvq.codec import packets as P
+
+    header, data = _stream_bytes(STREAM, WAVE)
+    f = io.BytesIO(data)
+    P.read_header(f)
+    start = f.tell()
+    spans = []  # (offset, length) of each packet
+    while True:
+        pos = f.tell()
+        seq, n, words = f.read(3)
+        if n == 0:
+            break
+        f.read(4 * words)
+        spans.append((pos, f.tell() - pos))
+    pos, length = spans[7]
+    damaged = data[:pos] + data[pos + length :]  # packet 7 never arrives
+    audio, events, decomp = _read_all(STREAM, damaged)
+    assert any(isinstance(e, P.Lost) and e.packets == 1 for e in events)
+    assert decomp.lost_packets == 1 and audio.size == WAVE.size and np.isfinite(audio).all()
+    assert start > 0
+
+
+def test_a_stream_from_another_model_or_not_a_stream_is_refused():
+    import io
+
+    from speechvq.codec import packets as P
+    from speechvq.inference.streaming import StreamDecompressor
+
+    header, data = _stream_bytes(STREAM, WAVE[:3200])
+    other = _stream_model()
+    with torch.no_grad():
+        other.decoder.noise_head.bias.fill_(0.5)
+    with pytest.raises(SpeechVQError, match="made by model"):
+        StreamDecompressor(other, P.read_header(io.BytesIO(data)))
+    with pytest.raises(SpeechVQError, match="not a speechvq packet stream"):
+        P.read_header(io.BytesIO(b"RIFF....WAVEfmt "))
+
+
+def test_the_loopback_equals_offline_and_reports_latency_and_compute():
+    from speechvq.inference.streaming import loopback
+
+    r = loopback(STREAM, WAVE, 16000, chunk_ms=20, packet_ms=40, voice="b")
+    offline = STREAM.decode(STREAM.encode(WAVE, 16000), "b", seed=0)[: WAVE.size]
+    assert np.abs(r.audio - offline).max() < TOLERANCE * np.abs(offline).max()
+    assert r.packet_ms == 40 and r.latency_ms == pytest.approx(16 + 20 + 40)
+    assert len(r.compute_ms) == 30 and r.bitrate > 0
+
+
+# ---- the command line ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stream_model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stream") / "tiny-stream.safetensors"
+    STREAM.save(path)
+    return path
+
+
+def test_the_loopback_command_prints_latency_compute_and_bitrate(tmp_path, stream_model_file):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from speechvq.cli import app
+
+    sf.write(tmp_path / "in.wav", WAVE, 16000)
+    args = ["stream", str(tmp_path / "in.wav"), str(tmp_path / "out.wav")]
+    r = CliRunner().invoke(app, [*args, "-m", str(stream_model_file), "--packet-ms", "40"])
+    assert r.exit_code == 0, r.output
+    assert "latency 76 ms = 16 ms algorithmic + 20 ms chunk + 40 ms packet" in r.output
+    assert "compute per 20 ms chunk: mean" in r.output and "bit/s on the wire" in r.output
+    assert sf.info(tmp_path / "out.wav").frames == WAVE.size
+    r = CliRunner().invoke(app, [*args, "-f"])  # the shipped model is not causal
+    assert r.exit_code == 2 and "cannot stream" in r.output
+
+
+def test_a_pipe_needs_stream(tmp_path):
+    from typer.testing import CliRunner
+
+    from speechvq.cli import app
+
+    r = CliRunner().invoke(app, ["compress", "-", str(tmp_path / "x.svq")])
+    assert r.exit_code == 2 and "needs --stream" in r.output
+
+
+@pytest.mark.slow
+def test_compress_and_decompress_stream_through_a_unix_pipe(tmp_path, stream_model_file):
+    """raw PCM | speechvq compress --stream - - | speechvq decompress --stream - - > raw PCM"""
+    import subprocess
+    import sys
+
+    pcm = (np.clip(WAVE, -1, 1) * 32767).astype("<i2").tobytes()
+    exe = [sys.executable, "-m", "speechvq.cli"]
+    model = ["-m", str(stream_model_file)]
+    enc = subprocess.Popen(
+        [*exe, "compress", "--stream", "-", "-", *model],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    dec = subprocess.Popen(
+        [*exe, "decompress", "--stream", "-", "-", *model],
+        stdin=enc.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    enc.stdout.close()
+    enc.stdin.write(pcm)
+    enc.stdin.close()
+    out, err = dec.communicate(timeout=120)
+    assert enc.wait(timeout=60) == 0 and dec.returncode == 0, err
+    got = np.frombuffer(out, dtype="<i2").astype(np.float32) / 32768
+    offline = STREAM.decode(STREAM.encode(WAVE, 16000), "a", seed=0)[: WAVE.size]
+    assert got.size == WAVE.size
+    assert np.abs(got - np.clip(offline, -1, 1)).max() < 2e-4 + TOLERANCE * np.abs(offline).max()

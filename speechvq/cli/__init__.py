@@ -3,7 +3,7 @@
 Each command parses its arguments and calls library functions that tests
 call directly. `app` (in `speechvq.cli.common`, with the shared options and the
 error handling) gathers the commands of `codec`, `training`,
-`evaluation` and `web`.
+`evaluation`, `streaming` and `web`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import warnings
 
-from speechvq.cli import codec, evaluation, training, web  # noqa: F401  (they register commands)
+from speechvq.cli import codec, evaluation, streaming, training, web  # noqa: F401 (commands)
 from speechvq.cli.common import app, on_sigterm
 
 __all__ = ["app", "main"]

@@ -181,6 +181,14 @@ def compress(
         help="Entropy model: auto (the prior if the model has one), prior, adaptive or uniform.",
     ),
     report: bool = typer.Option(False, "--report", help="Print the bits per second achieved."),
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Write a .svqs packet stream as the audio arrives (a streaming model); INPUT '-' "
+        "reads raw 16-bit mono PCM from standard input, OUTPUT '-' writes to standard output.",
+    ),
+    rate: int = typer.Option(16000, "--rate", help="--stream: sample rate of the PCM input."),
+    packet_ms: float = typer.Option(20.0, "--packet-ms", help="--stream: audio per packet."),
     force: bool = ForceOpt,
 ):
     """Encode speech and entropy-code its codes into a self-describing .svq file."""
@@ -188,8 +196,22 @@ def compress(
         from speechvq.audio.io import load_audio
         from speechvq.inference.compression import compress as compress_file
 
-        check_output(output, force)
+        if str(output) != "-":
+            check_output(output, force)
         m = load_model(model)
+        if stream:
+            from speechvq.cli.streaming import compress_stream
+
+            comp = compress_stream(m, input, output, rate, packet_ms, speaker, entropy)
+            if report or str(output) != "-":
+                seconds = comp.samples / m.sample_rate
+                typer.echo(
+                    f"{output}: {comp.sequence} packets of {packet_ms:g} ms, {seconds:.2f} s",
+                    err=str(output) == "-",
+                )
+            return
+        if str(input) == "-" or str(output) == "-":
+            raise SpeechVQError("'-' (a pipe) needs --stream")
         wave, sr = load_audio(input, m.sample_rate)
         header = compress_file(
             m,
@@ -224,6 +246,12 @@ def decompress(
     ),
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Read a .svqs packet stream and decode it as it arrives; INPUT '-' reads standard "
+        "input, OUTPUT '-' writes raw 16-bit mono PCM at the model's rate to standard output.",
+    ),
     force: bool = ForceOpt,
 ):
     """Decode an .svq file back to speech (the codes come back exactly)."""
@@ -231,10 +259,22 @@ def decompress(
         from speechvq.audio.io import save_audio
         from speechvq.inference.compression import decompress as decompress_file
 
-        check_output(output, force)
+        if str(output) != "-":
+            check_output(output, force)
         m = load_model(model)
         if speaker is not None:
             m.speaker_id(speaker)  # an unknown voice fails before the slow part
+        if stream:
+            from speechvq.cli.streaming import decompress_stream
+
+            decomp, written = decompress_stream(m, input, output, speaker, seed or 0)
+            lost = (
+                f", {decomp.lost_packets} lost packet(s) concealed" if decomp.lost_packets else ""
+            )
+            typer.echo(f"{output}: {written / m.sample_rate:.2f} s{lost}", err=str(output) == "-")
+            return
+        if str(input) == "-" or str(output) == "-":
+            raise SpeechVQError("'-' (a pipe) needs --stream")
         wave = decompress_file(
             m,
             input,

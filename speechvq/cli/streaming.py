@@ -1,0 +1,162 @@
+"""Streaming from the command line (issue 18): `compress --stream`, `decompress --stream`
+(both work in a Unix pipe, `-` being standard input or output) and `stream`, a
+loopback that simulates a live link and prints the latency."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import typer
+
+from speechvq.cli.codec import pick_voice
+from speechvq.cli.common import ForceOpt, ModelOpt, app, check_output, errors, load_model
+from speechvq.errors import SpeechVQError
+
+PCM_BLOCK = 640  # bytes read from a pipe at a time: 20 ms of 16-bit mono at 16 kHz
+
+
+def compress_stream(m, input: Path, output: Path, rate: int, packet_ms: float, speaker, entropy):
+    """`input` (raw 16-bit little-endian mono PCM at `rate` if '-', else an audio file) to
+    `.svqs` packets on `output` ('-': standard output), each written as it is made."""
+    from speechvq.inference.streaming import StreamCompressor
+
+    if str(input) == "-":
+        comp = StreamCompressor(m, rate, packet_ms=packet_ms, speaker=speaker, entropy=entropy)
+        blocks = _pcm_blocks(sys.stdin.buffer)
+    else:
+        from speechvq.audio.io import load_audio
+
+        wave, sr = load_audio(input)
+        comp = StreamCompressor(m, sr, packet_ms=packet_ms, speaker=speaker, entropy=entropy)
+        step = max(1, sr // 50)
+        blocks = (wave[t : t + step] for t in range(0, wave.size, step))
+    with _open_out(output) as out:
+        out.write(comp.start())
+        out.flush()
+        for block in blocks:
+            data = comp.push(block)
+            if data:
+                out.write(data)
+                out.flush()
+        out.write(comp.flush())
+        out.flush()
+    return comp
+
+
+def decompress_stream(m, input: Path, output: Path, speaker: str | None, seed: int):
+    """`.svqs` packets from `input` ('-': standard input) to audio: raw 16-bit PCM at the
+    model's rate on standard output as it is decoded ('-'), or a wav file at the end."""
+    from speechvq.audio.io import save_audio
+    from speechvq.codec import packets as P
+    from speechvq.inference.streaming import StreamDecompressor
+
+    name = "<stdin>" if str(input) == "-" else str(input)
+    f = sys.stdin.buffer if str(input) == "-" else open(input, "rb")  # noqa: SIM115
+    try:
+        header = P.read_header(f, name)
+        decomp = StreamDecompressor(m, header, voice=speaker, seed=seed)
+        pieces = []
+        to_stdout = str(output) == "-"
+        written = 0
+        for event in decomp.reader(f, name).events():
+            audio = decomp.feed(event)
+            if decomp.num_samples is not None:  # the end: trim the last frame's padding
+                audio = audio[: max(0, decomp.num_samples - written)]
+            written += audio.size
+            if to_stdout:
+                sys.stdout.buffer.write(_to_pcm(audio))
+                sys.stdout.buffer.flush()
+            else:
+                pieces.append(audio)
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+    if not to_stdout:
+        wave = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        save_audio(output, wave, m.sample_rate)
+    return decomp, written
+
+
+@app.command()
+def stream(
+    input: Path = typer.Argument(..., help="Speech to send over a simulated live link."),
+    output: Path = typer.Argument(..., help="Audio file to write (wav): what arrived."),
+    chunk_ms: float = typer.Option(20.0, "--chunk-ms", help="Audio fed in chunks of this."),
+    packet_ms: float = typer.Option(20.0, "--packet-ms", help="Audio per packet."),
+    target_speaker: str | None = typer.Option(
+        None, "--target-speaker", "-s", help="Decode in this voice (a live voice changer)."
+    ),
+    target_wav: list[Path] | None = typer.Option(
+        None, "--target-wav", help="Decode in the voice of these recordings."
+    ),
+    model: str | None = ModelOpt,
+    threads: int = typer.Option(1, "--threads", help="CPU threads (the timing is per thread)."),
+    force: bool = ForceOpt,
+):
+    """Loopback: encode, packetise, depacketise and decode in chunks, as live; print the
+    latency, the compute per chunk and the bitrate."""
+    with errors():
+        import torch
+
+        from speechvq.audio.io import load_audio, save_audio
+        from speechvq.inference.streaming import loopback
+
+        torch.set_num_threads(threads)
+        check_output(output, force)
+        m = load_model(model)
+        voice = None
+        if target_speaker is not None or target_wav:
+            voice, _ = pick_voice(m, target_speaker, target_wav, "--target-speaker", "--target-wav")
+        wave, sr = load_audio(input, m.sample_rate)
+        r = loopback(m, wave, sr, chunk_ms=chunk_ms, packet_ms=packet_ms, voice=voice)
+        save_audio(output, r.audio, m.sample_rate)
+        ms = np.asarray(r.compute_ms)
+        typer.echo(f"{output}: {r.audio.size / m.sample_rate:.2f} s")
+        typer.echo(
+            f"  latency {r.latency_ms:.0f} ms = {r.algorithmic_latency_ms:.0f} ms algorithmic "
+            f"+ {r.chunk_ms:g} ms chunk + {r.packet_ms:g} ms packet, before compute"
+        )
+        typer.echo(
+            f"  compute per {chunk_ms:g} ms chunk: mean {ms.mean():.2f} ms, max {ms.max():.2f} ms "
+            f"({chunk_ms / max(ms.mean(), 1e-9):.1f}x real time)"
+        )
+        typer.echo(f"  {r.bitrate:,.0f} bit/s on the wire (packet framing and header included)")
+
+
+def _pcm_blocks(f: BinaryIO):
+    """Float32 blocks of raw 16-bit little-endian PCM read from a pipe as it arrives."""
+    rest = b""
+    while True:
+        data = f.read1(PCM_BLOCK) if hasattr(f, "read1") else f.read(PCM_BLOCK)
+        if not data:
+            break
+        data = rest + data
+        whole = len(data) // 2 * 2
+        rest = data[whole:]
+        yield np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
+    if rest:
+        raise SpeechVQError("standard input ended inside a sample (odd byte count)")
+
+
+def _to_pcm(wave: np.ndarray) -> bytes:
+    return (np.clip(wave, -1.0, 32767 / 32768) * 32768.0).round().astype("<i2").tobytes()
+
+
+class _open_out:
+    """Standard output for '-', else the file (written as the stream goes)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> BinaryIO:
+        if str(self.path) == "-":
+            return sys.stdout.buffer
+        self.f = open(self.path, "wb")  # noqa: SIM115
+        return self.f
+
+    def __exit__(self, *exc) -> None:
+        if str(self.path) != "-":
+            self.f.close()

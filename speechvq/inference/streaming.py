@@ -1,0 +1,217 @@
+"""Live speech <-> `.svqs` packet streams, with a streaming model (issue 18).
+
+`StreamCompressor`: audio in pieces of any size (at any rate; resampled as
+it streams) to bytes: the stream header, then a packet every
+`frames_per_packet` frames (`codec.packets`), then the end packet.
+`StreamDecompressor`: those bytes' events to audio, a lost packet concealed
+by holding the last code it had for the frames that are missing.
+`loopback` runs both on a file in chunks, as a live link would, timing each.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from speechvq.codec import packets as P
+from speechvq.errors import SpeechVQError
+from speechvq.inference.compression import entropy_source, model_hash_of, pack_voice, unpack_voice
+from speechvq.models.voice import Voice
+from speechvq.version import __version__
+
+
+def frames_per_packet(model: Any, packet_ms: float) -> int:
+    n = round(packet_ms / 1000 * model.frame_rate)
+    if not 1 <= n <= 255:
+        ms = 1000 / model.frame_rate
+        raise SpeechVQError(
+            f"--packet-ms {packet_ms:g}: a packet holds 1 to 255 frames of {ms:g} ms"
+        )
+    return n
+
+
+class StreamCompressor:
+    """Samples `[n]` at `sample_rate` in, `.svqs` bytes out (`header`, `push`, `flush`)."""
+
+    def __init__(
+        self,
+        model: Any,
+        sample_rate: int,
+        *,
+        packet_ms: float = 20.0,
+        speaker: str | None = None,
+        voice: Voice | None = None,
+        entropy: str = "auto",
+    ):
+        if speaker is not None:
+            model.speaker_id(speaker)
+        self.model, self.rate = model, int(sample_rate)
+        self.fpp = frames_per_packet(model, packet_ms)
+        self.source = entropy_source(model, entropy, speaker)
+        self.encoder = model.stream_encoder()  # fails here for a model that cannot stream
+        self.resampler = None
+        if self.rate != model.sample_rate:
+            import soxr
+
+            self.resampler = soxr.ResampleStream(self.rate, model.sample_rate, 1, dtype="float32")
+        self.header = P.StreamHeader(
+            model_hash=model_hash_of(model),
+            sample_rate=model.sample_rate,
+            hop_length=model.hop_length,
+            codebook_size=model.config.quantizer.codebook_size,
+            frames_per_packet=self.fpp,
+            entropy_model=self.source.name,
+            speaker=speaker,
+            voice=pack_voice(voice) if voice is not None else None,
+            package_version=__version__,
+        )
+        self.pending = np.zeros(0, dtype=np.int64)
+        self.sequence = 0
+        self.samples = 0  # at the model's rate
+
+    def start(self) -> bytes:
+        return P.header_bytes(self.header)
+
+    def push(self, samples: np.ndarray, last: bool = False) -> bytes:
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if self.resampler is not None:
+            x = self.resampler.resample_chunk(x, last=last)
+        self.samples += x.size
+        self.pending = np.concatenate([self.pending, self.encoder.push(x)])
+        return self._packets(whole_only=True)
+
+    def flush(self) -> bytes:
+        out = self.push(np.zeros(0, dtype=np.float32), last=True)
+        self.pending = np.concatenate([self.pending, self.encoder.flush()])
+        out += self._packets(whole_only=False)
+        return out + P.end_bytes(self.sequence, self.samples)
+
+    def _packets(self, whole_only: bool) -> bytes:
+        out = b""
+        while self.pending.size >= self.fpp or (not whole_only and self.pending.size):
+            codes, self.pending = self.pending[: self.fpp], self.pending[self.fpp :]
+            out += P.packet_bytes(self.sequence, codes, self.source)
+            self.sequence += 1
+        return out
+
+
+class StreamDecompressor:
+    """`.svqs` events (`codec.packets.read_packets`) in, samples at the model's rate out."""
+
+    def __init__(
+        self, model: Any, header: P.StreamHeader, voice: str | Voice | None = None, seed: int = 0
+    ):
+        if header.model_hash != model_hash_of(model):
+            raise SpeechVQError(
+                f"the stream was made by model {header.model_hash}, not this one "
+                f"({model_hash_of(model)})"
+            )
+        if voice is None:
+            if header.voice is not None:
+                voice = unpack_voice(header.voice)
+            else:
+                voice = header.speaker or model.speakers[0]
+        self.model, self.header = model, header
+        self.source = entropy_source(model, header.entropy_model, header.speaker)
+        self.decoder = model.stream_decoder(voice, seed=seed)
+        self.last_code = 0
+        self.frames = 0
+        self.lost_packets = 0
+        self.num_samples: int | None = None
+
+    def feed(self, event: P.Packet | P.Lost | P.End) -> np.ndarray:
+        if isinstance(event, P.Packet):
+            codes = event.codes
+        elif isinstance(event, P.Lost):
+            self.lost_packets += event.packets
+            codes = np.full(event.packets * self.header.frames_per_packet, self.last_code)
+        else:
+            self.num_samples = event.num_samples
+            return self.decoder.flush()
+        if codes.size:
+            self.last_code = int(codes[-1])
+        self.frames += codes.size
+        return self.decoder.push(codes)
+
+    def reader(self, f, name: str = "<stream>") -> P.PacketReader:
+        """The packets of `f` (after its header), decoded with the stream's entropy model."""
+        return P.PacketReader(f, self.header, self.source, name)
+
+
+@dataclass
+class LoopbackResult:
+    audio: np.ndarray  # [T] at the model's rate
+    chunk_ms: float
+    packet_ms: float
+    algorithmic_latency_ms: float  # the model's
+    compute_ms: list[float]  # per chunk, encode + entropy coding + decode, one thread
+    bytes_sent: int
+    seconds: float
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second on the wire, framing and header included."""
+        return 8 * self.bytes_sent / max(self.seconds, 1e-9)
+
+    @property
+    def latency_ms(self) -> float:
+        """Algorithmic latency plus waiting for a whole chunk and a whole packet."""
+        return self.algorithmic_latency_ms + self.chunk_ms + self.packet_ms
+
+
+def loopback(
+    model: Any,
+    wave: np.ndarray,
+    sample_rate: int,
+    *,
+    chunk_ms: float = 20.0,
+    packet_ms: float = 20.0,
+    voice: str | Voice | None = None,
+    seed: int = 0,
+) -> LoopbackResult:
+    """`wave` through compressor, packets and decompressor in chunks of `chunk_ms`, as a
+    live link would carry it; each chunk's compute is timed."""
+    import io
+
+    from speechvq.models.streaming import algorithmic_latency
+
+    latency = algorithmic_latency(model)
+    if latency is None:
+        raise SpeechVQError("this model cannot stream (a -stream preset can)")
+    comp = StreamCompressor(model, sample_rate, packet_ms=packet_ms)
+    decomp = StreamDecompressor(model, comp.header, voice=voice, seed=seed)
+    pipe = io.BytesIO()
+    reader = decomp.reader(pipe, "<loopback>")
+    sent = len(comp.start())
+    chunk = max(1, round(chunk_ms / 1000 * sample_rate))
+    pieces, compute = [], []
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    starts = list(range(0, wave.size, chunk))
+    for k, t in enumerate(starts):
+        t0 = time.perf_counter()
+        data = comp.push(wave[t : t + chunk])
+        if k == len(starts) - 1:
+            data += comp.flush()
+        sent += len(data)
+        pos = pipe.tell()
+        pipe.write(data)
+        pipe.seek(pos)
+        for event in reader.events():
+            pieces.append(decomp.feed(event))
+        pipe.seek(0, io.SEEK_END)
+        compute.append(1000 * (time.perf_counter() - t0))
+    audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    if decomp.num_samples is not None:
+        audio = audio[: decomp.num_samples]
+    return LoopbackResult(
+        audio=audio,
+        chunk_ms=chunk_ms,
+        packet_ms=comp.fpp * 1000 / model.frame_rate,
+        algorithmic_latency_ms=1000 * latency,
+        compute_ms=compute,
+        bytes_sent=sent,
+        seconds=wave.size / sample_rate,
+    )
