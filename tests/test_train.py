@@ -159,3 +159,17 @@ def test_validation_leaves_out_tails_shorter_than_an_stft_frame(tmp_path):
     with open(tmp_path / "run" / "log.csv") as f:
         seconds = [float(r["value"]) for r in csv.DictReader(f) if r["key"] == "valid_seconds"]
     assert seconds == [pytest.approx(2 * 15360 / 16000)] and 640 < VALID_MIN_SAMPLES
+
+
+def test_init_matching_copies_the_voices_both_tables_know_by_name():
+    from speechvq.config import ModelConfig
+    from speechvq.models.model import SpeechVQ
+    from speechvq.training.init import copy_speaker_rows
+
+    torch.manual_seed(0)
+    old = SpeechVQ(ModelConfig.preset("tiny-sf", speakers=["alice", "bob"]))
+    new = SpeechVQ(ModelConfig.preset("tiny-sf", speakers=["carol", "bob", "alice"]))
+    assert copy_speaker_rows(old, new) == 2
+    a, b = old.decoder.speaker.weight, new.decoder.speaker.weight
+    assert torch.equal(b[2], a[0]) and torch.equal(b[1], a[1])
+    assert torch.allclose(b[0], a.mean(0))  # a new voice starts at the mean of the known

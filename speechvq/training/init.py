@@ -3,7 +3,8 @@
 `init_parts` says what the new run takes from the file: "all" (its config
 and every weight, to keep training it), "encoder" (its encoder, codebook,
 F0 predictor and pitch statistics, with a fresh decoder of this config) or
-"matching" (every tensor whose name and shape fit this config).
+"matching" (every tensor whose name and shape fit this config; with another
+speaker table, the voices both know are copied by name).
 """
 
 from __future__ import annotations
@@ -27,6 +28,24 @@ def copy_matching(src, dst) -> list[str]:
     same = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
     dst.load_state_dict(same, strict=False)
     return [k for k in own if k not in same]
+
+
+def copy_speaker_rows(src, dst) -> int:
+    """Rows of the decoder's table of voices, copied by speaker name for the speakers both
+    models know; the others start at the mean of the copied rows. Returns how many."""
+    a, b = src.decoder.speaker.weight, dst.decoder.speaker.weight
+    if a.shape[1] != b.shape[1]:
+        return 0
+    index = {name: i for i, name in enumerate(src.speakers)}
+    known = [(j, index[name]) for j, name in enumerate(dst.speakers) if name in index]
+    if not known:
+        return 0
+    with torch.no_grad():
+        rows = torch.stack([a[i] for _, i in known])
+        b.copy_(rows.mean(0).expand_as(b))
+        for (j, _), row in zip(known, rows, strict=True):
+            b[j] = row
+    return len(known)
 
 
 ENCODER_PARTS = ("encoder.", "quantizer.", "pitch.", "logf0_mean", "logf0_std")
@@ -77,6 +96,12 @@ def build_model(model_cfg, base, cfg: Any, corpus, *, fresh: bool, verbose: bool
         transplant_encoder(base, model)
     elif base is not None and cfg.init_parts == "matching":
         fresh_names = copy_matching(base, model)
+        if "decoder.speaker.weight" in fresh_names:  # another speaker table
+            copied = copy_speaker_rows(base, model)
+            if copied:
+                fresh_names.remove("decoder.speaker.weight")
+                if verbose:
+                    print(f"init_parts matching: {copied} voices copied by name")
         if fresh_names and verbose:
             names = ", ".join(fresh_names[:4])
             print(f"init_parts matching: {len(fresh_names)} tensors start fresh ({names} ...)")

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The streaming model (issue 18, docs/streaming.md): the speaker-encoder
+# recipe's data (recipes/spk: all of ../shared/data with speechocean762, 25
+# speakers held out whole), the causal `small-stream` started from `small`.
+#   recipes/stream/run.sh [DATA_DIR] [WORK_DIR] [STEPS]
+# Re-running resumes.
+set -euo pipefail
+data=${1:-../shared/data}
+work=${2:-runs/stream}
+steps=${3:-6000}
+here=$(dirname "$0")
+
+if [ ! -f "$work/prepared/prepare.json" ]; then
+  speechvq prepare "$data/vctk:vctk" "$data/librispeech/test-other:librispeech" \
+    "$data/librispeech/train-clean-100:librispeech" "$data/vcc2016:folder" \
+    "$data/speechocean762:kaldi" "$work/prepared" --heldout 0.05 --f0-method dio \
+    --heldout-speakers "$(paste -sd, "$here/../spk/heldout_speakers.txt")"
+fi
+if [ -f "$work/train/checkpoint.pt" ]; then
+  speechvq train "$work/prepared" --out "$work/train" --resume --max-steps "$steps"
+else
+  speechvq train "$work/prepared" --out "$work/train" --config "$here/../configs/small-stream.yaml" \
+    --init-from small --max-steps "$steps"
+fi
