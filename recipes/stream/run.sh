@@ -10,12 +10,7 @@ work=${2:-runs/stream}
 steps=${3:-6000}
 here=$(dirname "$0")
 
-if [ ! -f "$work/prepared/prepare.json" ]; then
-  speechvq prepare "$data/vctk:vctk" "$data/librispeech/test-other:librispeech" \
-    "$data/librispeech/train-clean-100:librispeech" "$data/vcc2016:folder" \
-    "$data/speechocean762:kaldi" "$work/prepared" --heldout 0.05 --f0-method dio \
-    --heldout-speakers "$(paste -sd, "$here/../spk/heldout_speakers.txt")"
-fi
+"$here/../spk/prepare.sh" "$data" "$work/prepared"
 if [ -f "$work/train/checkpoint.pt" ]; then
   speechvq train "$work/prepared" --out "$work/train" --resume --max-steps "$steps"
 else

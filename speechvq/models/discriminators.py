@@ -36,6 +36,17 @@ class DiscriminatorConfig:
 Output = tuple[torch.Tensor, list[torch.Tensor]]  # logits, feature maps
 
 
+def _stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> Output:
+    """2-D convolutions with leaky ReLUs, then `post`: the logits and every layer's output."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
+        feats.append(x)
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, channels: int):
         super().__init__()
@@ -52,14 +63,7 @@ class PeriodDiscriminator(nn.Module):
         B, T = wave.shape
         pad = -T % self.period
         x = F.pad(wave, (0, pad), mode="reflect" if pad < T else "constant")
-        x = x.view(B, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _stack(self.convs, self.post, x.view(B, 1, -1, self.period))
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -85,14 +89,7 @@ class ResolutionDiscriminator(nn.Module):
             spec = torch.stft(
                 wave.float(), self.n_fft, self.hop, window=self.window, return_complex=True
             )
-        x = spec.abs().transpose(1, 2)[:, None]  # (B, 1, frames, bins)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _stack(self.convs, self.post, spec.abs().transpose(1, 2)[:, None])
 
 
 class Discriminators(nn.Module):

@@ -84,7 +84,7 @@ class StreamDecoder:
     """
 
     def __init__(self, model: Any, voice: Any, seed: int | None = None):
-        from speechvq.models.decoders.source_filter import SourceFilterDecoder
+        from speechvq.models.decoders.source_filter import SourceFilterDecoder, noise_generator
         from speechvq.models.decoders.synthesis_stream import SynthesisStream
 
         cfg = model.config
@@ -97,8 +97,7 @@ class StreamDecoder:
             raise SpeechVQError("this model's F0 predictor is not causal: it cannot stream")
         self.model = model
         self.voice, self.mean, self.std = model._voice_tensors(voice)
-        gen = torch.Generator(device=model._device)  # as `SourceFilterDecoder.synthesize`
-        gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+        gen = noise_generator(seed, model._device)  # as `SourceFilterDecoder.synthesize`
         self._contexts = [streaming(model.pitch), streaming(model.decoder)]
         for ctx in self._contexts:
             ctx.__enter__()

@@ -36,7 +36,11 @@ from torch import nn
 
 from speechvq.config import ModelConfig, PostFilterConfig
 from speechvq.models.decoders.base import SynthesisOptions
-from speechvq.models.decoders.source_filter import SourceFilterDecoder, interp_frames
+from speechvq.models.decoders.source_filter import (
+    SourceFilterDecoder,
+    interp_frames,
+    noise_generator,
+)
 
 CHUNK_SAMPLES = 160_000  # 10 s at 16 kHz per pass of the post-filter in synthesis
 
@@ -108,9 +112,7 @@ class SourceFilterWaveNetDecoder(SourceFilterDecoder):
     def synthesize(self, latents, speaker, f0, options: SynthesisOptions) -> np.ndarray:
         """One parallel pass, the post-filter `CHUNK_SAMPLES` at a time; `options.seed`
         sets the synthesiser's noise."""
-        gen = torch.Generator(device=latents.device)
-        seed = options.seed
-        gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+        gen = noise_generator(options.seed, latents.device)
         c = self.controls(latents, speaker, f0)
         harmonic, noise = self.render_parts(c, gen)
         return self.filter_chunked(harmonic, noise, c.features.float())[0].cpu().numpy()

@@ -126,9 +126,7 @@ class SourceFilterDecoder(Decoder):
 
     def synthesize(self, latents, speaker, f0, options: SynthesisOptions) -> np.ndarray:
         """One parallel pass; `options.seed` sets the noise (the rest are WaveNet options)."""
-        gen = torch.Generator(device=latents.device)
-        seed = options.seed
-        gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+        gen = noise_generator(options.seed, latents.device)
         return self(latents, speaker, f0, gen)[0].cpu().numpy().astype(np.float32)
 
     def describe(self) -> str:
@@ -218,6 +216,13 @@ class SourceFilterDecoder(Decoder):
         mag = F.interpolate(mag, size=NOISE_FFT // 2 + 1, mode="linear", align_corners=True)
         out = torch.istft(spec * mag.transpose(1, 2), NOISE_FFT, hop, window=window, length=s1 - s0)
         return out[:, a * hop - s0 : b * hop - s0]
+
+
+def noise_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """The generator of the synthesiser's white noise: seeded, or from torch's own stream."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+    return gen
 
 
 def fill_unvoiced(f0: torch.Tensor, lead: float | None = None) -> torch.Tensor:
