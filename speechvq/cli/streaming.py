@@ -60,6 +60,8 @@ def decompress_stream(m, input: Path, output: Path, speaker: str | None, seed: i
         decomp = StreamDecompressor(m, header, voice=speaker, seed=seed)
         pieces = []
         to_stdout = str(output) == "-"
+        if to_stdout:
+            _not_a_terminal()
         written = 0
         for event in decomp.reader(f, name).events():
             audio = decomp.feed(event)
@@ -141,6 +143,11 @@ def _pcm_blocks(f: BinaryIO):
         raise SpeechVQError("standard input ended inside a sample (odd byte count)")
 
 
+def _not_a_terminal() -> None:
+    if sys.stdout.isatty():
+        raise SpeechVQError("standard output is a terminal: pipe it into a program or a file")
+
+
 def _to_pcm(wave: np.ndarray) -> bytes:
     return (np.clip(wave, -1.0, 32767 / 32768) * 32768.0).round().astype("<i2").tobytes()
 
@@ -153,6 +160,7 @@ class _open_out:
 
     def __enter__(self) -> BinaryIO:
         if str(self.path) == "-":
+            _not_a_terminal()
             return sys.stdout.buffer
         self.f = open(self.path, "wb")  # noqa: SIM115
         return self.f
