@@ -35,3 +35,18 @@ def test_the_experimental_speaker_model_hears_any_voice():
     voice = model.voice([(synth_speechlike(1.5), 16000)])
     out = model.convert(synth_speechlike(0.5, seed=2), 16000, voice, seed=0)
     assert out.shape == (8000,) and np.isfinite(out).all()
+
+
+def test_the_experimental_streaming_model_streams_as_it_decodes_offline():
+    from speechvq.models.streaming import algorithmic_latency
+
+    model = speechvq.load("small-stream")
+    assert algorithmic_latency(model) == pytest.approx(0.016)
+    wave = synth_speechlike(0.5, seed=3)
+    enc, dec = model.stream_encoder(), model.stream_decoder(model.speakers[0], seed=0)
+    audio = [dec.push(enc.push(wave[t : t + 320])) for t in range(0, wave.size, 320)]
+    audio += [dec.push(enc.flush()), dec.flush()]
+    offline = model.decode(model.encode(wave, 16000), model.speakers[0], seed=0)
+    got = np.concatenate(audio)
+    assert got.shape == offline.shape
+    assert np.abs(got - offline).max() < 2e-4 * max(1.0, np.abs(offline).max())

@@ -28,6 +28,12 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "speechvq-small-spk.safetensors",
         "eb1a47d95c8b9eba8b7e52b9cabf7059901b6c176cf1f4a70d2dbbd3ba7b56ba",
     ),
+    # Experimental: every network causal, so it streams (16 ms algorithmic latency;
+    # `compress --stream`, `speechvq stream`); trained briefly. See the model card.
+    "small-stream": (
+        "speechvq-small-stream.safetensors",
+        "333c01600693986c01bc4ff29a0a2cd20ed7908563ff725971e07a801c17ab68",
+    ),
 }
 
 DEFAULT_MODEL = next(iter(REGISTRY), None)
