@@ -17,6 +17,7 @@ from speechvq.cli.common import (
     check_output,
     errors,
     load_model,
+    pick_voice,
 )
 from speechvq.errors import SpeechVQError
 
@@ -104,23 +105,6 @@ def convert(
         out = m.convert(wave, sr, voice, temperature=temperature, seed=seed, exact=exact)
         save_audio(output, out, m.sample_rate)
         typer.echo(f"{output}: {len(out) / m.sample_rate:.2f} s as {name}")
-
-
-def pick_voice(m, name: str | None, wavs: list[Path] | None, name_opt: str, wav_opt: str):
-    """The voice a command was given, as a name or recordings: (what `decode` takes, a label)."""
-    from speechvq.audio.io import load_audio
-
-    if (name is None) == (not wavs):
-        raise SpeechVQError(f"give either {name_opt} NAME or {wav_opt} FILE")
-    if name is not None:
-        m.speaker_id(name)  # an unknown name fails here, listing the known ones
-        return name, name
-    recordings = [load_audio(path, m.sample_rate) for path in wavs]
-    try:
-        voice = m.voice(recordings)
-    except SpeechVQError as exc:
-        raise SpeechVQError(f"{', '.join(map(str, wavs))}: {exc}") from None
-    return voice, "the voice of " + ", ".join(p.name for p in wavs)
 
 
 @app.command()

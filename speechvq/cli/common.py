@@ -112,3 +112,20 @@ def load_model(model: str | None):
 
 def names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def pick_voice(m, name: str | None, wavs: list[Path] | None, name_opt: str, wav_opt: str):
+    """The voice a command was given, as a name or recordings: (what `decode` takes, a label)."""
+    from speechvq.audio.io import load_audio
+
+    if (name is None) == (not wavs):
+        raise SpeechVQError(f"give either {name_opt} NAME or {wav_opt} FILE")
+    if name is not None:
+        m.speaker_id(name)  # an unknown name fails here, listing the known ones
+        return name, name
+    recordings = [load_audio(path, m.sample_rate) for path in wavs]
+    try:
+        voice = m.voice(recordings)
+    except SpeechVQError as exc:
+        raise SpeechVQError(f"{', '.join(map(str, wavs))}: {exc}") from None
+    return voice, "the voice of " + ", ".join(p.name for p in wavs)

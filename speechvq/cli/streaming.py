@@ -11,8 +11,15 @@ from typing import BinaryIO
 import numpy as np
 import typer
 
-from speechvq.cli.codec import pick_voice
-from speechvq.cli.common import ForceOpt, ModelOpt, app, check_output, errors, load_model
+from speechvq.cli.common import (
+    ForceOpt,
+    ModelOpt,
+    app,
+    check_output,
+    errors,
+    load_model,
+    pick_voice,
+)
 from speechvq.errors import SpeechVQError
 
 PCM_BLOCK = 640  # bytes read from a pipe at a time: 20 ms of 16-bit mono at 16 kHz
