@@ -124,6 +124,11 @@ def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     return soxr.resample(wave.astype(np.float32), orig_rate, target_rate, quality="HQ")
 
 
+def to_pcm16(wave: np.ndarray) -> np.ndarray:
+    """A float waveform in [-1, 1] as little-endian 16-bit PCM samples (clipped, rounded)."""
+    return (np.clip(wave, -1.0, 32767 / 32768) * 32768.0).round().astype("<i2")
+
+
 def save_audio(
     path: str | os.PathLike, wave: np.ndarray, sample_rate: int, *, force: bool = True
 ) -> Path:

@@ -4,13 +4,16 @@ loopback that simulates a live link and prints the latency."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import typer
 
+from speechvq.audio.io import to_pcm16
 from speechvq.cli.common import (
     ForceOpt,
     ModelOpt,
@@ -76,7 +79,7 @@ def decompress_stream(m, input: Path, output: Path, speaker: str | None, seed: i
                 audio = audio[: max(0, decomp.num_samples - written)]
             written += audio.size
             if to_stdout:
-                sys.stdout.buffer.write(_to_pcm(audio))
+                sys.stdout.buffer.write(to_pcm16(audio).tobytes())
                 sys.stdout.buffer.flush()
             else:
                 pieces.append(audio)
@@ -155,23 +158,12 @@ def _not_a_terminal() -> None:
         raise SpeechVQError("standard output is a terminal: pipe it into a program or a file")
 
 
-def _to_pcm(wave: np.ndarray) -> bytes:
-    return (np.clip(wave, -1.0, 32767 / 32768) * 32768.0).round().astype("<i2").tobytes()
-
-
-class _open_out:
+@contextlib.contextmanager
+def _open_out(path: Path) -> Iterator[BinaryIO]:
     """Standard output for '-', else the file (written as the stream goes)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> BinaryIO:
-        if str(self.path) == "-":
-            _not_a_terminal()
-            return sys.stdout.buffer
-        self.f = open(self.path, "wb")  # noqa: SIM115
-        return self.f
-
-    def __exit__(self, *exc) -> None:
-        if str(self.path) != "-":
-            self.f.close()
+    if str(path) == "-":
+        _not_a_terminal()
+        yield sys.stdout.buffer
+        return
+    with open(path, "wb") as f:
+        yield f

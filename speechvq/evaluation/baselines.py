@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speechvq.audio.io import resample
+from speechvq.audio.io import resample, to_pcm16
 from speechvq.errors import SpeechVQError
 
 DEFAULT_BASELINES = ("codec2-2400", "codec2-3200", "opus-6k")
@@ -66,7 +66,7 @@ class Baseline:
 
     def _codec2(self, wave: np.ndarray, sample_rate: int, tmp: Path) -> np.ndarray:
         pcm, bits, out = tmp / "in.raw", tmp / "coded.bit", tmp / "out.raw"
-        _to_s16(resample(wave, sample_rate, CODEC2_RATE)).tofile(pcm)
+        to_pcm16(resample(wave, sample_rate, CODEC2_RATE)).tofile(pcm)
         _run(["c2enc", self.mode, str(pcm), str(bits)], self.name)
         _run(["c2dec", self.mode, str(bits), str(out)], self.name)
         decoded = np.fromfile(out, dtype="<i2").astype(np.float32) / 32768.0
@@ -76,7 +76,7 @@ class Baseline:
         import soundfile as sf
 
         src, coded, out = tmp / "in.wav", tmp / "coded.opus", tmp / "out.wav"
-        sf.write(str(src), _to_s16(wave), sample_rate, subtype="PCM_16")
+        sf.write(str(src), to_pcm16(wave), sample_rate, subtype="PCM_16")
         _run(["opusenc", "--quiet", "--bitrate", self.mode, str(src), str(coded)], self.name)
         # opusdec removes the encoder's pre-skip itself; it decodes only to
         # Opus's own rates, so anything else goes through 48 kHz and soxr.
@@ -117,10 +117,6 @@ def parse_baselines(spec: str | list[str] | tuple[str, ...]) -> tuple[Baseline, 
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     names = [n.strip() for n in names if n.strip() and n.strip().lower() != "none"]
     return tuple(parse_baseline(n) for n in dict.fromkeys(names))
-
-
-def _to_s16(wave: np.ndarray) -> np.ndarray:
-    return (np.clip(wave, -1.0, 32767 / 32768) * 32768.0).round().astype("<i2")
 
 
 def _run(cmd: list[str], name: str) -> None:

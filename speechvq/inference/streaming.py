@@ -118,7 +118,6 @@ class StreamDecompressor:
         self.source = entropy_source(model, header.entropy_model, header.speaker)
         self.decoder = model.stream_decoder(voice, seed=seed)
         self.last_code = 0
-        self.frames = 0
         self.lost_packets = 0
         self.num_samples: int | None = None
 
@@ -133,7 +132,6 @@ class StreamDecompressor:
             return self.decoder.flush()
         if codes.size:
             self.last_code = int(codes[-1])
-        self.frames += codes.size
         return self.decoder.push(codes)
 
     def reader(self, f, name: str = "<stream>") -> P.PacketReader:

@@ -84,17 +84,12 @@ class StreamDecoder:
     """
 
     def __init__(self, model: Any, voice: Any, seed: int | None = None):
-        from speechvq.models.decoders.source_filter import SourceFilterDecoder, noise_generator
+        from speechvq.models.decoders.source_filter import noise_generator
         from speechvq.models.decoders.synthesis_stream import SynthesisStream
 
-        cfg = model.config
-        if type(model.decoder) is not SourceFilterDecoder or not cfg.decoder.source_filter.causal:
-            raise SpeechVQError(
-                "this model's decoder is not a causal source-filter decoder: it cannot stream "
-                "(use a -stream preset)"
-            )
-        if model.pitch is None or not cfg.pitch.causal:
-            raise SpeechVQError("this model's F0 predictor is not causal: it cannot stream")
+        problem = _decoder_cannot_stream(model.config)
+        if problem is not None:
+            raise SpeechVQError(problem)
         self.model = model
         self.voice, self.mean, self.std = model._voice_tensors(voice)
         gen = noise_generator(seed, model._device)  # as `SourceFilterDecoder.synthesize`
@@ -111,9 +106,9 @@ class StreamDecoder:
 
         if self.closed:
             raise SpeechVQError("this stream is flushed; start another")
-        codes = self.model.check_codes(np.asarray(codes).reshape(-1)) if len(codes) else codes
         if len(codes) == 0:
             return np.zeros(0, dtype=np.float32)
+        codes = self.model.check_codes(np.asarray(codes).reshape(-1))
         m = self.model
         latents = m.quantizer.lookup(torch.from_numpy(codes)[None].to(m._device))
         f0 = PitchPredictor.to_hz(m.pitch(latents), self.mean, self.std, m.config.pitch)
@@ -142,9 +137,18 @@ def algorithmic_latency(model: Any) -> float | None:
     from speechvq.models.decoders.synthesis_stream import HOLD
 
     cfg = model.config
-    sf = cfg.decoder.source_filter
-    if not (cfg.encoder.causal and sf.causal and cfg.pitch.causal):
-        return None
-    if cfg.decoder.kind != "source-filter":
+    if not cfg.encoder.causal or _decoder_cannot_stream(cfg) is not None:
         return None
     return (1 + HOLD) * model.hop_length / model.sample_rate
+
+
+def _decoder_cannot_stream(cfg: Any) -> str | None:
+    """Why a model of config `cfg` cannot decode as a stream, or None if it can."""
+    if cfg.decoder.kind != "source-filter" or not cfg.decoder.source_filter.causal:
+        return (
+            "this model's decoder is not a causal source-filter decoder: it cannot stream "
+            "(use a -stream preset)"
+        )
+    if not (cfg.pitch.enabled and cfg.pitch.causal):
+        return "this model's F0 predictor is not causal: it cannot stream"
+    return None

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import torch
 
-from speechvq.models.decoders.source_filter import NOISE_FFT, Controls, SourceFilterDecoder
+from speechvq.models.decoders.source_filter import (
+    LEAD_F0,
+    NOISE_FFT,
+    Controls,
+    SourceFilterDecoder,
+    fill_unvoiced,
+)
 
 HOLD = 3  # frames held back: 1 for the interpolation, 2 for the noise filter
 
@@ -35,19 +41,15 @@ class SynthesisStream:
         self.harmonic_env = self.noise_env = self.f0 = self.filled = None
         self.white: torch.Tensor | None = None  # samples from self.off * hop on
         self.phase: torch.Tensor | None = None
-        self.last_voiced = decoder.lead_f0 if decoder.lead_f0 is not None else 100.0
+        self.last_voiced = LEAD_F0  # what unvoiced frames hold until a voiced one arrives
 
     def push(self, c: Controls) -> torch.Tensor:
         """Add frames' controls; returns the samples that are now final."""
         n = c.f0.shape[1]
         if n == 0:
             return self._empty()
-        filled = c.f0.clone()
-        for i in range(n):  # the last voiced F0, frame by frame (as `fill_unvoiced`)
-            if filled[0, i] > 0:
-                self.last_voiced = float(filled[0, i])
-            else:
-                filled[0, i] = self.last_voiced
+        filled = fill_unvoiced(c.f0, self.last_voiced)  # the last voiced F0 carried over
+        self.last_voiced = float(filled[0, -1])
         parts = (c.harmonic_env, c.noise_env, c.f0.float(), filled.float())
         if self.f0 is None:
             self.harmonic_env, self.noise_env, self.f0, self.filled = parts
