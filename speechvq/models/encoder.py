@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from speechvq.config import EncoderConfig
-from speechvq.models.causal import CausalConv1d
+from speechvq.models.causal import CausalConv1d, pointwise
 
 
 class ResidualBlock(nn.Module):
@@ -23,7 +23,7 @@ class ResidualBlock(nn.Module):
             self.conv = CausalConv1d(channels, channels, 3, dilation=dilation)
         else:
             self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation, padding=dilation)
-        self.proj = nn.Conv1d(channels, channels, 1)
+        self.proj = pointwise(channels, channels, causal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.proj(torch.relu(self.conv(torch.relu(x))))
@@ -56,7 +56,7 @@ class Encoder(nn.Module):
         self.blocks = nn.Sequential(
             *[ResidualBlock(cfg.channels, 3**i, cfg.causal) for i in range(cfg.residual_blocks)]
         )
-        self.out = nn.Conv1d(cfg.channels, cfg.latent_dim, 1)
+        self.out = pointwise(cfg.channels, cfg.latent_dim, cfg.causal)
         self.reset_parameters()
 
     @torch.no_grad()

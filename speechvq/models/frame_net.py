@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechvq.models.causal import CausalConv1d
+from speechvq.models.causal import CausalConv1d, pointwise
 
 
 class FrameNet(nn.Module):
@@ -46,7 +46,7 @@ class FrameNet(nn.Module):
                     nn.LeakyReLU(0.2),
                     conv(channels, d),
                     nn.LeakyReLU(0.2),
-                    nn.Conv1d(channels, channels, 1),
+                    pointwise(channels, channels, causal),
                 )
             )
 

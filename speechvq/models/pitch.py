@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechvq.config import PitchConfig
-from speechvq.models.causal import CausalConv1d
+from speechvq.models.causal import CausalConv1d, pointwise
 
 # Global scaling of log-F0 for the decoder's conditioning input.
 LOG_F0_CENTER = math.log(150.0)
@@ -91,7 +91,7 @@ class PitchPredictor(nn.Module):
                     cfg.predictor_dilation_cycle,
                     causal=cfg.causal,
                 ),
-                nn.Conv1d(ch, 2, 1),
+                pointwise(ch, 2, cfg.causal),
             )
             return
         layers: list[nn.Module] = []
@@ -102,7 +102,7 @@ class PitchPredictor(nn.Module):
             else:
                 layers += [nn.Conv1d(ch, cfg.predictor_channels, 5, padding=2), nn.ReLU()]
             ch = cfg.predictor_channels
-        layers += [nn.Conv1d(ch, 2, 1)]
+        layers += [pointwise(ch, 2, cfg.causal)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, latents: torch.Tensor) -> PitchPrediction:

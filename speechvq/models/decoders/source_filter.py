@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechvq.config import ModelConfig
+from speechvq.models.causal import pointwise
 from speechvq.models.decoders.base import Decoder, SynthesisOptions
 from speechvq.models.frame_net import FrameNet
 from speechvq.models.pitch import pitch_features
@@ -77,8 +78,8 @@ class SourceFilterDecoder(Decoder):
         # Leading unvoiced frames hold the first voiced F0 (a later frame) offline;
         # a causal decoder cannot know it and holds this instead.
         self.lead_f0 = LEAD_F0 if sf.causal else None
-        self.harmonic_head = nn.Conv1d(sf.channels, sf.envelope_bins, 1)
-        self.noise_head = nn.Conv1d(sf.channels, sf.noise_bins, 1)
+        self.harmonic_head = pointwise(sf.channels, sf.envelope_bins, sf.causal)
+        self.noise_head = pointwise(sf.channels, sf.noise_bins, sf.causal)
         # Start quiet: exp_sigmoid(-5) ~ 1e-4, so the first outputs are near silence
         # and the loss's log-magnitude term does not start from a blast of noise.
         for head in (self.harmonic_head, self.noise_head):
