@@ -16,8 +16,8 @@ and so gives exactly the offline outputs, however the input is cut.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
