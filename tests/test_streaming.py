@@ -1,4 +1,5 @@
-"""Streaming (issue 18, first part): causal layers with state, and the stream encoder."""
+"""Streaming (issue 18): causal layers with state, the stream encoder and decoder, packets,
+the command line."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 import speechvq
 from speechvq.config import ModelConfig
 from speechvq.errors import SpeechVQError
+from speechvq.inference.streaming import packet_code
 from speechvq.models.causal import CausalConv1d, streaming
 
 from .conftest import synth_speechlike
@@ -30,16 +32,25 @@ WAVE = synth_speechlike(0.6, seed=3)  # 9600 samples: 150 frames
 
 
 def _stream_model():
+    from speechvq.codec.prefix import bigram_code_lengths
+
     torch.manual_seed(0)
     model = speechvq.SpeechVQ(ModelConfig.preset("tiny-stream", speakers=["a", "b"])).eval()
     with torch.no_grad():  # audible output: heads away from their near-silent start
         for head in (model.decoder.harmonic_head, model.decoder.noise_head):
             head.weight.normal_(0, 0.3)
             head.bias.fill_(-1.0)
+    K = model.config.quantizer.codebook_size
+    counts = np.zeros((K, K), dtype=np.int64)  # its packet code, from its own codes
+    for seed in range(4):
+        c = model.encode(synth_speechlike(0.5, seed=10 + seed), 16000)
+        np.add.at(counts, (c[:-1], c[1:]), 1)
+    model.set_packet_code(torch.from_numpy(bigram_code_lengths(counts)))
     return model
 
 
 STREAM = _stream_model()
+STREAM_CODE = packet_code(STREAM)
 # Streamed audio differs from offline by float rounding only (the harmonic phase is
 # summed in other pieces): under 2e-4 of the peak, -74 dB.
 TOLERANCE = 2e-4
@@ -186,10 +197,10 @@ def test_a_causal_model_starts_from_a_non_causal_ones_weights():
 # ---- packets, the stream compressor and decompressor ---------------------------------
 
 
-def _stream_bytes(model, wave, packet_ms=20.0, chunk=333):
+def _stream_bytes(model, wave, packet_ms=20.0, chunk=333, code="auto"):
     from speechvq.inference.streaming import StreamCompressor
 
-    comp = StreamCompressor(model, 16000, packet_ms=packet_ms, entropy="adaptive")
+    comp = StreamCompressor(model, 16000, packet_ms=packet_ms, entropy=code)
     data = [comp.start()]
     for t in range(0, wave.size, chunk):
         data.append(comp.push(wave[t : t + chunk]))
@@ -211,10 +222,12 @@ def _read_all(model, data, header=None, voice="a"):
     return audio[: decomp.num_samples], events, decomp
 
 
-def test_packets_carry_exactly_the_codes_and_the_decode_equals_offline():
+@pytest.mark.parametrize("code", ["bigram", "fixed"])
+def test_packets_carry_exactly_the_codes_and_the_decode_equals_offline(code):
     from speechvq.codec import packets as P
 
-    header, data = _stream_bytes(STREAM, WAVE)
+    header, data = _stream_bytes(STREAM, WAVE, code=code)
+    assert header.entropy_model == code
     audio, events, _ = _read_all(STREAM, data)
     codes = np.concatenate([e.codes for e in events if isinstance(e, P.Packet)])
     assert np.array_equal(codes, STREAM.encode(WAVE, 16000))
@@ -224,6 +237,44 @@ def test_packets_carry_exactly_the_codes_and_the_decode_equals_offline():
     assert np.abs(audio - offline).max() < TOLERANCE * np.abs(offline).max()
 
 
+def test_packet_framing_is_one_byte_and_the_bigram_code_beats_fixed_bits():
+    from speechvq.codec import packets as P
+
+    header, fixed = _stream_bytes(STREAM, WAVE, code="fixed")
+    head = len(P.header_bytes(header))
+    bits = STREAM.config.quantizer.codebook_size.bit_length() - 1  # K = 2^bits
+    assert len(fixed) == head + 30 * (1 + -(-5 * bits // 8)) + 6  # 30 packets, end packet
+    header, bigram = _stream_bytes(STREAM, WAVE)
+    assert header.entropy_model == "bigram"  # "auto": the model's table
+    assert len(bigram) - len(P.header_bytes(header)) < len(fixed) - head
+
+
+def test_the_last_packet_may_be_short():
+    from speechvq.codec import packets as P
+
+    _, data = _stream_bytes(STREAM, WAVE[: 3200 + 64 * 2])  # 52 frames: 10 of 5, then 2
+    audio, events, _ = _read_all(STREAM, data)
+    assert [len(e.codes) for e in events[:-1]] == [5] * 10 + [2]
+    assert isinstance(events[-1], P.End) and events[-1].num_samples == audio.size == 3328
+
+
+def test_a_stream_needs_a_packet_code_the_model_has():
+    from speechvq.inference.streaming import StreamCompressor
+
+    with pytest.raises(SpeechVQError, match="not 'prior'"):
+        StreamCompressor(STREAM, 16000, entropy="prior")
+    plain = _causal_stream_model_without_code()
+    with pytest.raises(SpeechVQError, match="no packet code table"):
+        StreamCompressor(plain, 16000, entropy="bigram")
+    assert StreamCompressor(plain, 16000).header.entropy_model == "fixed"
+
+
+def _causal_stream_model_without_code():
+    model = _stream_model()
+    model.set_packet_code(None)
+    return model
+
+
 def test_a_lost_packet_is_concealed_and_the_stream_goes_on():
     import io
 
@@ -231,16 +282,12 @@ def test_a_lost_packet_is_concealed_and_the_stream_goes_on():
 
     header, data = _stream_bytes(STREAM, WAVE)
     f = io.BytesIO(data)
-    P.read_header(f)
+    reader = P.PacketReader(f, P.read_header(f), STREAM_CODE, "test")
     start = f.tell()
     spans = []  # (offset, length) of each packet
-    while True:
-        pos = f.tell()
-        seq, n, words = f.read(3)
-        if n == 0:
-            break
-        f.read(4 * words)
-        spans.append((pos, f.tell() - pos))
+    for _ in reader.events():
+        spans.append((start, f.tell() - start))
+        start = f.tell()
     pos, length = spans[7]
     damaged = data[:pos] + data[pos + length :]  # packet 7 never arrives
     audio, events, decomp = _read_all(STREAM, damaged)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The streaming model (issue 18, docs/streaming.md): the speaker-encoder
 # recipe's data (recipes/spk: all of ../shared/data with speechocean762, 25
-# speakers held out whole), the causal `small-stream` started from `small`.
+# speakers held out whole), the causal `small-stream` started from `small`,
+# then its packet code (the code bigram table `.svqs` packets are coded with,
+# `train-prior --bigram`: seconds once the codes are extracted);
+# WORK_DIR/packet/model.safetensors is the model to ship.
 #   recipes/stream/run.sh [DATA_DIR] [WORK_DIR] [STEPS]
 # Re-running resumes.
 set -euo pipefail
@@ -17,3 +20,4 @@ else
   speechvq train "$work/prepared" --out "$work/train" --config "$here/../configs/small-stream.yaml" \
     --init-from small --max-steps "$steps"
 fi
+speechvq train-prior "$work/prepared" -m "$work/train/model.safetensors" -o "$work/packet" --bigram

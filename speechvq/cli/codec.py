@@ -162,7 +162,8 @@ def compress(
     entropy: str = typer.Option(
         "auto",
         "--entropy",
-        help="Entropy model: auto (the prior if the model has one), prior, adaptive or uniform.",
+        help="Entropy model: auto (the prior if the model has one), prior, adaptive or uniform; "
+        "with --stream: auto (the model's packet code table if it has one), bigram or fixed.",
     ),
     report: bool = typer.Option(False, "--report", help="Print the bits per second achieved."),
     stream: bool = typer.Option(

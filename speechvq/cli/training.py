@@ -99,10 +99,25 @@ def train_prior(
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this step."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    bigram: bool = typer.Option(
+        False,
+        "--bigram",
+        help="Instead, make the packet streams' prefix code from the corpus's code bigrams "
+        "(seconds; docs/streaming.md).",
+    ),
 ):
     """Train the WaveNet prior over a VQ-VAE's codes (OUT/model.safetensors holds both)."""
     with errors():
         import math
+
+        if bigram:
+            from speechvq.training.packet_code import make_packet_code
+
+            p = make_packet_code(manifest, model, out)
+            rates = ", ".join(f"{r:,.0f} bit/s at {ms} ms" for ms, r in p.bitrates.items())
+            held = f"; held out: {rates}" if rates else ""
+            typer.echo(f"{p.model_path}: packet code from {p.train_codes:,} code pairs{held}")
+            return
 
         from speechvq.training.prior import PriorTrainConfig
         from speechvq.training.prior import train_prior as run_prior_training

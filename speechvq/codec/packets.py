@@ -1,28 +1,33 @@
 """The `.svqs` packet stream: codes sent a packet at a time, each decodable on arrival.
 
 For live audio (issue 18), beside the `.svq` file (`bitstream.py`), which
-needs the whole utterance. Version 1, all integers little-endian:
+needs the whole utterance. Version 2, all integers little-endian:
 
     stream   header, then packets, the last an end packet
     header   4     magic b"SVQS"
-             1     version (uint8), currently 1
+             1     version (uint8), currently 2
              2     JSON length N (uint16)
              N     UTF-8 JSON object (`StreamHeader`)
-    packet   1     sequence number (uint8, +1 per packet, wrapping at 256)
-             1     frames n (uint8, 1..255); 0 marks the end packet
-             1     payload length in 32-bit words W (uint8)
-             4 W   the n codes, range-coded (`entropy.py`) with the entropy
-                   model started afresh for this packet
-    end      1     sequence number
+    packet   1     sequence number mod 128 (bit 7 clear)
+             ...   the header's `frames_per_packet` codes, prefix-coded
+                   (`prefix.PacketCode`: the model's table, or 9 bits each),
+                   zero bits up to the next whole byte
+    short    1     128 + sequence number mod 128: only the last packet may be short
+             1     frames n (1..255)
+             ...   the n codes, as above
+    end      1     128 + sequence number mod 128
              1     0
              4     samples in the stream (uint32), to trim the last frame
 
-Each packet's codes are coded on their own (the entropy model is reset for
-each), so any packet decodes without the ones before it: a lost packet is a
-gap in the sequence numbers, which the reader reports and the decoder
-conceals, and the stream goes on. A packet costs 3 bytes of framing. There
-is no checksum: a pipe does not corrupt bytes, and a datagram transport
-has its own.
+A packet carries no length: its reader decodes the codes it knows are there
+and the bits end with them. Each packet's codes are coded on their own (its
+first code without context), so any packet decodes without the ones before
+it: a lost packet is a gap in the sequence numbers, which the reader reports
+and the decoder conceals, and the stream goes on. Framing costs one byte a
+packet (0.4 kbit/s at 20 ms). There is no checksum: a pipe does not corrupt
+bytes, and a datagram transport has its own. Version 1 (3 bytes of framing
+and a range-coded payload of whole 32-bit words, 4.8 kbit/s at 20 ms) is no
+longer read.
 """
 
 from __future__ import annotations
@@ -36,14 +41,15 @@ from typing import BinaryIO
 
 import numpy as np
 
-from speechvq.codec.entropy import ProbabilitySource, decode_codes, encode_codes
+from speechvq.codec.prefix import PacketCode
 from speechvq.errors import SpeechVQError
 
 MAGIC = b"SVQS"
-STREAM_VERSION = 1
+STREAM_VERSION = 2
 _HEAD = struct.Struct("<4sBH")
-_PACKET = struct.Struct("<BBB")
 _END = struct.Struct("<I")
+_CONTROL = 0x80  # tag bit: a short or end packet, a frame count follows
+_SEQUENCE = 128
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class StreamHeader:
     hop_length: int
     codebook_size: int
     frames_per_packet: int
-    entropy_model: str
+    entropy_model: str  # the packet code: "bigram" (the model's table) or "fixed"
     speaker: str | None = None  # a training speaker's name, or
     voice: str | None = None  # a packed `Voice` (`inference.compression.pack_voice`)
     package_version: str = ""
@@ -84,17 +90,21 @@ def header_bytes(header: StreamHeader) -> bytes:
     return _HEAD.pack(MAGIC, STREAM_VERSION, len(body)) + body
 
 
-def packet_bytes(sequence: int, codes: np.ndarray, source: ProbabilitySource) -> bytes:
-    """One packet of 1-255 codes, entropy-coded from a fresh `source`."""
+def packet_bytes(
+    sequence: int, codes: np.ndarray, code: PacketCode, frames_per_packet: int
+) -> bytes:
+    """One packet: `frames_per_packet` codes, or fewer for the last packet (1-255)."""
     codes = np.asarray(codes, dtype=np.int64).reshape(-1)
-    if not 1 <= codes.size <= 255:
-        raise ValueError(f"a packet holds 1 to 255 frames, not {codes.size}")
-    payload = encode_codes(codes, source)  # resets `source` first
-    return _PACKET.pack(sequence % 256, codes.size, len(payload) // 4) + payload
+    tag = sequence % _SEQUENCE
+    if codes.size == frames_per_packet:
+        return bytes([tag]) + code.encode(codes)
+    if not 1 <= codes.size <= min(255, frames_per_packet):
+        raise ValueError(f"a packet holds 1 to {frames_per_packet} frames, not {codes.size}")
+    return bytes([_CONTROL | tag, codes.size]) + code.encode(codes)
 
 
 def end_bytes(sequence: int, num_samples: int) -> bytes:
-    return _PACKET.pack(sequence % 256, 0, 0) + _END.pack(num_samples)
+    return bytes([_CONTROL | sequence % _SEQUENCE, 0]) + _END.pack(num_samples)
 
 
 def read_header(f: BinaryIO, name: str = "<stream>") -> StreamHeader:
@@ -119,8 +129,8 @@ class PacketReader:
     and returns when `f` has no more bytes for now (a stream cut off without an end
     packet just stops). It can be called again as more bytes arrive."""
 
-    def __init__(self, f: BinaryIO, header: StreamHeader, source: ProbabilitySource, name: str):
-        self.f, self.header, self.source, self.name = f, header, source, name
+    def __init__(self, f: BinaryIO, header: StreamHeader, code: PacketCode, name: str):
+        self.f, self.header, self.code, self.name = f, header, code, name
         self.expected: int | None = None
         self.ended = False
 
@@ -130,18 +140,20 @@ class PacketReader:
             first = f.read(1)
             if not first:
                 return
-            raw = first + _read(f, _PACKET.size - 1, name, "a packet")
-            sequence, n, words = _PACKET.unpack(raw)
+            tag = first[0]
+            sequence, n = tag & ~_CONTROL, self.header.frames_per_packet
+            if tag & _CONTROL:
+                n = _read(f, 1, name, "a packet")[0]
             if self.expected is not None and sequence != self.expected:
-                yield Lost((sequence - self.expected) % 256)
-            self.expected = (sequence + 1) % 256
+                yield Lost((sequence - self.expected) % _SEQUENCE)
+            self.expected = (sequence + 1) % _SEQUENCE
             if n == 0:
                 self.ended = True
                 yield End(_END.unpack(_read(f, _END.size, name, "its end packet"))[0])
                 return
-            payload = _read(f, 4 * words, name, f"packet {sequence}")
+            what = f"packet {sequence}"
             try:
-                codes = decode_codes(payload, n, self.source)
+                codes = self.code.decode(lambda what=what: _read(f, 1, name, what)[0], n)
             except ValueError as exc:
                 raise SpeechVQError(f"{name}: packet {sequence}: cannot decode ({exc})") from None
             yield Packet(sequence, codes)

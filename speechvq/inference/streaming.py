@@ -17,10 +17,34 @@ from typing import Any
 import numpy as np
 
 from speechvq.codec import packets as P
+from speechvq.codec.prefix import PacketCode
 from speechvq.errors import SpeechVQError
-from speechvq.inference.compression import entropy_source, model_hash_of, pack_voice, unpack_voice
+from speechvq.inference.compression import model_hash_of, pack_voice, unpack_voice
 from speechvq.models.voice import Voice
 from speechvq.version import __version__
+
+PACKET_CODES = ("auto", "bigram", "fixed")
+
+
+def packet_code(model: Any, name: str = "auto") -> PacketCode:
+    """The prefix code of a stream's packets: the one place that chooses.
+
+    "bigram" is the model's table (`SpeechVQ.packet_code`, from `speechvq
+    train-prior --bigram`), "fixed" 9 bits a code; "auto" the table when the
+    model has one. A reader takes the name from the stream's header.
+    """
+    if name not in PACKET_CODES:
+        raise SpeechVQError(
+            f"a packet stream is coded {' or '.join(map(repr, PACKET_CODES))}, not {name!r}"
+        )
+    table = model.packet_code
+    if name == "bigram" and table is None:
+        raise SpeechVQError(
+            "this model has no packet code table (make one with `speechvq train-prior --bigram`)"
+        )
+    if name == "fixed" or table is None:
+        return PacketCode.fixed(model.config.quantizer.codebook_size)
+    return PacketCode(table.cpu().numpy())
 
 
 def frames_per_packet(model: Any, packet_ms: float) -> int:
@@ -44,13 +68,13 @@ class StreamCompressor:
         packet_ms: float = 20.0,
         speaker: str | None = None,
         voice: Voice | None = None,
-        entropy: str = "auto",
+        entropy: str = "auto",  # the packet code (`PACKET_CODES`)
     ):
         if speaker is not None:
             model.speaker_id(speaker)
         self.model, self.rate = model, int(sample_rate)
         self.fpp = frames_per_packet(model, packet_ms)
-        self.source = entropy_source(model, entropy, speaker)
+        self.code = packet_code(model, entropy)
         self.encoder = model.stream_encoder()  # fails here for a model that cannot stream
         self.resampler = None
         if self.rate != model.sample_rate:
@@ -63,7 +87,7 @@ class StreamCompressor:
             hop_length=model.hop_length,
             codebook_size=model.config.quantizer.codebook_size,
             frames_per_packet=self.fpp,
-            entropy_model=self.source.name,
+            entropy_model=self.code.name,
             speaker=speaker,
             voice=pack_voice(voice) if voice is not None else None,
             package_version=__version__,
@@ -93,7 +117,7 @@ class StreamCompressor:
         out = b""
         while self.pending.size >= self.fpp or (not whole_only and self.pending.size):
             codes, self.pending = self.pending[: self.fpp], self.pending[self.fpp :]
-            out += P.packet_bytes(self.sequence, codes, self.source)
+            out += P.packet_bytes(self.sequence, codes, self.code, self.fpp)
             self.sequence += 1
         return out
 
@@ -115,7 +139,7 @@ class StreamDecompressor:
             else:
                 voice = header.speaker or model.speakers[0]
         self.model, self.header = model, header
-        self.source = entropy_source(model, header.entropy_model, header.speaker)
+        self.code = packet_code(model, header.entropy_model)
         self.decoder = model.stream_decoder(voice, seed=seed)
         self.last_code = 0
         self.lost_packets = 0
@@ -135,8 +159,8 @@ class StreamDecompressor:
         return self.decoder.push(codes)
 
     def reader(self, f, name: str = "<stream>") -> P.PacketReader:
-        """The packets of `f` (after its header), decoded with the stream's entropy model."""
-        return P.PacketReader(f, self.header, self.source, name)
+        """The packets of `f` (after its header), decoded with the stream's packet code."""
+        return P.PacketReader(f, self.header, self.code, name)
 
 
 @dataclass

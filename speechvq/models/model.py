@@ -69,6 +69,10 @@ class SpeechVQ(nn.Module):
         # The WaveNet prior over codes (`speechvq.models.prior.Prior`), trained after the
         # VQ-VAE by `speechvq train-prior`; `speechvq.load` attaches it when the file has one.
         self.prior: nn.Module | None = None
+        # The prefix code of packet streams (`codec.prefix`, code lengths [K + 1, K]
+        # uint8), made from the training corpus's code bigrams by `speechvq
+        # train-prior --bigram` (`set_packet_code`); None: 9 fixed bits a code.
+        self.register_buffer("packet_code", None)  # in the state dict only when set
         # A loaded file's metadata (training steps, held-out figures; `from_file`).
         self.metadata: dict[str, str] = {}
 
@@ -306,6 +310,14 @@ class SpeechVQ(nn.Module):
 
         save(self, path, **extra)
 
+    def set_packet_code(self, lengths: torch.Tensor | None) -> None:
+        """Attach (or, with None, remove) the packet streams' code lengths `[K + 1, K]`."""
+        K = self.config.quantizer.codebook_size
+        if lengths is not None and tuple(lengths.shape) != (K + 1, K):
+            shape = tuple(lengths.shape)
+            raise SpeechVQError(f"packet code lengths must be [{K + 1}, {K}], not {shape}")
+        self.packet_code = None if lengths is None else lengths.to(torch.uint8, copy=True)
+
     @classmethod
     def from_file(cls, path: str | os.PathLike, device: str = "cpu") -> SpeechVQ:
         """Rebuild a model, and its prior when the file has one, from a model file."""
@@ -316,6 +328,8 @@ class SpeechVQ(nn.Module):
         model = cls(f.config)
         if f.prior_config is not None:
             model.prior = Prior(f.prior_config)
+        if "packet_code" in f.tensors:
+            model.set_packet_code(f.tensors["packet_code"])
         try:
             missing, unexpected = model.load_state_dict(f.tensors, strict=False)
         except RuntimeError as exc:  # a tensor of the wrong shape

@@ -95,10 +95,15 @@ class CodeSet:
 
 
 def vqvae_hash(model: Any) -> str:
-    """`bitstream.model_hash` of the VQ-VAE alone (a prior inside does not change its codes)."""
+    """`bitstream.model_hash` of the VQ-VAE alone (a prior or a packet code inside does not
+    change its codes)."""
     from speechvq.models.modelfile import model_hash
 
-    tensors = {k: v for k, v in model.state_dict().items() if not k.startswith("prior.")}
+    tensors = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.startswith("prior.") and k != "packet_code"
+    }
     return model_hash(tensors, model.config.to_dict())
 
 
@@ -336,8 +341,7 @@ def _export(
     vqvae: Any, prior: Prior, run_dir: Path, step: int, elapsed: float, bits: float, n: int
 ) -> None:
     """Write the VQ-VAE with a copy of the prior inside, keeping the VQ-VAE's own metadata."""
-    own = {"format", "format_version", "package_version", "config"}
-    meta = {k: v for k, v in vqvae.metadata.items() if k not in own and not k.startswith("prior_")}
+    meta = inherited_metadata(vqvae, "prior_")
     meta["prior_training_steps"] = str(step)
     meta["prior_training_hours"] = f"{elapsed / 3600:.2f}"
     if n:  # held-out figures, when the corpus has a validation split
@@ -349,3 +353,10 @@ def _export(
         vqvae.save(run_dir / "model.safetensors", **meta)
     finally:
         vqvae.prior = None
+
+
+def inherited_metadata(model: Any, replaced: str) -> dict[str, str]:
+    """A loaded model's metadata to write again (its training figures), less the entries
+    that the file format writes itself and those starting with `replaced`."""
+    own = {"format", "format_version", "package_version", "config", "prior_config", "sha256"}
+    return {k: v for k, v in model.metadata.items() if k not in own and not k.startswith(replaced)}
