@@ -176,13 +176,13 @@ class SourceFilterDecoder(Decoder):
         part = Controls(c.harmonic_env[:, lo:hi], c.noise_env[:, lo:hi], c.f0[:, lo:hi])
         amps = self.harmonic_amplitudes(part) * voiced[:, lo:hi, None]  # (B, f, H)
         t0, t1 = (a - lo) * self.hop, (b - lo) * self.hop
-        a_s = interp_frames(amps.transpose(1, 2).contiguous(), t0, t1, self.hop)  # (B, H, t)
+        a_s = interp_frames(amps, t0, t1, self.hop, dim=1)  # (B, t, H)
         # Phase in float64: a float32 running sum drifts by ~0.1 rad within minutes.
         f0_s = interp_frames(part.f0.double()[:, None], t0, t1, self.hop)[:, 0]  # (B, t)
         phi = phase + 2 * math.pi * torch.cumsum(f0_s / self.sample_rate, dim=1)
         phi = torch.remainder(phi, 2 * math.pi)
         k = torch.arange(1, self.harmonics + 1, device=phi.device, dtype=torch.float32)
-        out = (torch.sin(phi.float()[:, :, None] * k) * a_s.transpose(1, 2)).sum(-1)
+        out = (torch.sin(phi.float()[:, :, None] * k) * a_s).sum(-1)
         return out, phi[:, -1:]
 
     def harmonic_amplitudes(self, c: Controls) -> torch.Tensor:
@@ -245,20 +245,23 @@ def fill_unvoiced(f0: torch.Tensor, lead: float | None = None) -> torch.Tensor:
     return torch.where(filled > 0, filled, first[:, None].to(f0.dtype))
 
 
-def interp_frames(x: torch.Tensor, t0: int, t1: int, hop: int) -> torch.Tensor:
-    """Frame values `[B, C, F]` linearly interpolated at samples t0..t1-1: `[B, C, t1 - t0]`.
+def interp_frames(x: torch.Tensor, t0: int, t1: int, hop: int, dim: int = -1) -> torch.Tensor:
+    """Frame values along `dim` (`[B, C, F]` by default) linearly interpolated at samples
+    t0..t1-1: that dim becomes t1 - t0 long.
 
     Frame f is centred on sample (f + 1/2) hop - 1/2 (as `F.interpolate` with
     `align_corners=False`); written out so a chunk equals the same samples of
     the whole.
     """
-    Fr = x.shape[-1]
+    Fr = x.shape[dim]
     t = torch.arange(t0, t1, device=x.device, dtype=torch.float64)
     u = ((t + 0.5) / hop - 0.5).clamp(0, Fr - 1)
     i0 = u.floor().long().clamp(max=max(Fr - 2, 0))
     i1 = (i0 + 1).clamp(max=Fr - 1)
-    w = (u - i0).to(x.dtype)
-    return x[..., i0] * (1 - w) + x[..., i1] * w
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    w = (u - i0).to(x.dtype).reshape(shape)
+    return x.index_select(dim, i0) * (1 - w) + x.index_select(dim, i1) * w
 
 
 def spectral_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
