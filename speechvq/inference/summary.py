@@ -39,6 +39,16 @@ def describe_model(m: Any) -> list[tuple[str, str]]:
                 f"then {1000 * latency - frame:.0f} ms held back by the synthesiser)",
             )
         )
+        rates = [
+            f"{float(m.metadata[f'packet_code_bitrate_{ms}ms']):,.0f} bit/s at {ms} ms"
+            for ms in (20, 40, 80)
+            if f"packet_code_bitrate_{ms}ms" in m.metadata
+        ]
+        if m.packet_code is None:
+            code = "fixed: 9 bits a code (no table; `speechvq train-prior --bigram` makes one)"
+        else:
+            code = "bigram table" + (f"; held out {', '.join(rates)} packets" if rates else "")
+        rows.append(("packet code", code))
     for key in ("training_steps", "training_hours", "trained_on"):
         if key in m.metadata:
             rows.append((key.replace("_", " "), m.metadata[key]))
