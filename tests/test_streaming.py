@@ -186,7 +186,7 @@ def test_the_latency_follows_from_the_config_and_info_reports_it():
     assert rows["streaming"].startswith("yes: algorithmic latency 16 ms")
     assert rows["packet code"] == "bigram table"
     plain = dict(describe_model(_causal_stream_model_without_code()))
-    assert plain["packet code"].startswith("fixed: 9 bits a code")
+    assert plain["packet code"].startswith("fixed: 4 bits a code")  # K = 16
     assert dict(describe_model(MODEL))["streaming"].startswith("no")
 
 

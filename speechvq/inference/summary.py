@@ -45,7 +45,8 @@ def describe_model(m: Any) -> list[tuple[str, str]]:
             if f"packet_code_bitrate_{ms}ms" in m.metadata
         ]
         if m.packet_code is None:
-            code = "fixed: 9 bits a code (no table; `speechvq train-prior --bigram` makes one)"
+            bits = max(1, (m.config.quantizer.codebook_size - 1).bit_length())
+            code = f"fixed: {bits} bits a code (no table: `speechvq train-prior --bigram`)"
         else:
             code = "bigram table" + (f"; held out {', '.join(rates)} packets" if rates else "")
         rows.append(("packet code", code))
