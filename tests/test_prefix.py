@@ -116,3 +116,25 @@ def test_train_prior_bigram_puts_the_table_in_the_model(tmp_path):
     assert decomp.header.entropy_model == "bigram"
     codes = [e.codes for e in decomp.reader(f).events() if isinstance(e, P.Packet)]
     assert np.array_equal(np.concatenate(codes), loaded.encode(wave, 16000))
+
+
+def test_the_train_prior_bigram_command(tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    import speechvq
+    from speechvq.cli import app
+    from speechvq.config import ModelConfig
+
+    from .conftest import make_prepared_corpus
+
+    make_prepared_corpus(tmp_path, utterances=2, heldout=0.3)
+    torch.manual_seed(0)
+    speechvq.SpeechVQ(ModelConfig.preset("tiny-stream", speakers=["alice", "bob"])).save(
+        tmp_path / "vq.safetensors"
+    )
+    args = ["train-prior", str(tmp_path / "prepared"), "-m", str(tmp_path / "vq.safetensors")]
+    r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "run"), "--bigram"])
+    assert r.exit_code == 0, r.output
+    assert "packet code from" in r.output and "bit/s at 20 ms" in r.output
+    assert speechvq.load(tmp_path / "run" / "model.safetensors").packet_code is not None
