@@ -194,7 +194,7 @@ class SpeechVQ(nn.Module):
             piece = wave[lo * hop : hi * hop]
             chunk[: piece.size] = piece
             x = torch.from_numpy(chunk)[None, None].to(self._device)
-            out = self.quantizer(self.encoder(x)).codes[0]  # (hi - lo,)
+            out = self.quantizer.codes(self.encoder(x))[0]  # (hi - lo,)
             codes[start:stop] = out[start - lo : stop - lo].cpu().numpy()
         return codes
 

@@ -85,6 +85,12 @@ class VectorQuantizer(nn.Module):
         dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ cb.t() + cb.pow(2).sum(1)[None]
         return dist.argmin(dim=1)
 
+    def codes(self, z: torch.Tensor) -> torch.Tensor:
+        """`[B, D, T]` latents to their codes `[B, T]`: `forward(z).codes` without the rest."""
+        B, D, T = z.shape
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self.nearest(z.float().transpose(1, 2).reshape(-1, D)).view(B, T)
+
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         B, D, T = z.shape
         # Distances and EMA statistics in float32 even under bf16 autocast.

@@ -55,7 +55,7 @@ class StreamEncoder:
             return np.zeros(0, dtype=np.int64)
         chunk = torch.from_numpy(np.ascontiguousarray(x[:whole]))[None, None]
         latents = self.model.encoder(chunk.to(self.model._device))
-        return self.model.quantizer(latents).codes[0].cpu().numpy().astype(np.int64)
+        return self.model.quantizer.codes(latents)[0].cpu().numpy().astype(np.int64)
 
     def flush(self) -> np.ndarray:
         """The last frame's code (zero-padded) if samples are left over, or none; ends it."""
