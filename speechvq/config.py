@@ -266,7 +266,8 @@ class ModelConfig:
         `small-sfwn` / `tiny-sfwn` put a parallel WaveNet after the
         source-filter synthesiser (decoder kind `sf-wavenet`), and
         `small-stream` / `tiny-stream` are `small-sf` / `tiny-sf` with every
-        network causal (streaming).
+        network causal (streaming), `small-stream-spk` / `tiny-stream-spk` the
+        same with the speaker encoder.
 
         `pitch` switches the pitch path on or off; by default `small` has it
         on (it is what makes a CPU-trained decoder voiced, see README) and the
@@ -386,3 +387,5 @@ def _causal(cfg: ModelConfig) -> ModelConfig:
 
 PRESETS["small-stream"] = _causal(PRESETS["small-sf"])
 PRESETS["tiny-stream"] = _causal(PRESETS["tiny-sf"])
+PRESETS["small-stream-spk"] = _causal(PRESETS["small-sf-spk"])  # a live voice changer to any voice
+PRESETS["tiny-stream-spk"] = _causal(PRESETS["tiny-sf-spk"])

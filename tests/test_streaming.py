@@ -176,6 +176,40 @@ def test_encoder_and_decoder_stream_at_once_through_one_model():
     assert np.abs(np.concatenate(audio) - offline).max() < TOLERANCE * np.abs(offline).max()
 
 
+def test_a_live_voice_changer_to_the_voice_of_a_reference_recording(tmp_path):
+    """A causal speaker-encoder model streams in a voice measured from a recording, as
+    `speechvq stream --target-wav` does, equal to the offline decode in that voice."""
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from speechvq.cli import app
+
+    torch.manual_seed(0)
+    model = speechvq.SpeechVQ(ModelConfig.preset("tiny-stream-spk", speakers=["a"])).eval()
+    with torch.no_grad():
+        for head in (model.decoder.harmonic_head, model.decoder.noise_head):
+            head.weight.normal_(0, 0.3)
+            head.bias.fill_(-1.0)
+    reference = synth_speechlike(2.0, seed=7)
+    voice = model.voice([(reference, 16000)])
+    codes = model.encode(WAVE, 16000)
+    dec = model.stream_decoder(voice, seed=0)
+    audio = np.concatenate([dec.push(codes[t : t + 7]) for t in range(0, codes.size, 7)])
+    audio = np.concatenate([audio, dec.flush()])
+    offline = model.decode(codes, voice, seed=0)
+    assert np.abs(audio - offline).max() < TOLERANCE * np.abs(offline).max()
+    other = model.decode(codes, model.voice([(synth_speechlike(2.0, seed=8) * 0.5, 16000)]), seed=0)
+    assert not np.allclose(other, offline)  # the voice is the reference's, not a fixed one
+    model.save(tmp_path / "spk.safetensors")
+    sf.write(tmp_path / "in.wav", WAVE, 16000)
+    sf.write(tmp_path / "ref.wav", reference, 16000)
+    args = ["stream", str(tmp_path / "in.wav"), str(tmp_path / "out.wav")]
+    args += ["-m", str(tmp_path / "spk.safetensors"), "--target-wav", str(tmp_path / "ref.wav")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert sf.info(tmp_path / "out.wav").frames == WAVE.size
+
+
 def test_the_latency_follows_from_the_config_and_info_reports_it():
     from speechvq.inference.summary import describe_model
     from speechvq.models.streaming import algorithmic_latency
