@@ -347,6 +347,13 @@ def test_a_stream_from_another_model_or_not_a_stream_is_refused():
         StreamDecompressor(other, P.read_header(io.BytesIO(data)))
     with pytest.raises(SpeechVQError, match="not a speechvq packet stream"):
         P.read_header(io.BytesIO(b"RIFF....WAVEfmt "))
+    version_1 = data[:4] + bytes([1]) + data[5:]  # 3-byte framing, range-coded words
+    with pytest.raises(SpeechVQError, match="packet stream version 1; this speechvq reads 2"):
+        P.read_header(io.BytesIO(version_1))
+    f = io.BytesIO(data[: len(data) - 3])  # cut off inside the end packet
+    reader = StreamDecompressor(STREAM, P.read_header(f)).reader(f, "cut.svqs")
+    with pytest.raises(SpeechVQError, match="cut.svqs: the stream ends inside its end packet"):
+        list(reader.events())
 
 
 def test_the_loopback_equals_offline_and_reports_latency_and_compute():
