@@ -42,6 +42,7 @@ def test_the_experimental_streaming_model_streams_as_it_decodes_offline():
 
     model = speechvq.load("small-stream")
     assert algorithmic_latency(model) == pytest.approx(0.016)
+    assert model.packet_code is not None  # its packets are coded with its bigram table
     wave = synth_speechlike(0.5, seed=3)
     enc, dec = model.stream_encoder(), model.stream_decoder(model.speakers[0], seed=0)
     audio = [dec.push(enc.push(wave[t : t + 320])) for t in range(0, wave.size, 320)]

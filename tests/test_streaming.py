@@ -363,7 +363,8 @@ def test_the_loopback_equals_offline_and_reports_latency_and_compute():
     offline = STREAM.decode(STREAM.encode(WAVE, 16000), "b", seed=0)[: WAVE.size]
     assert np.abs(r.audio - offline).max() < TOLERANCE * np.abs(offline).max()
     assert r.packet_ms == 40 and r.latency_ms == pytest.approx(16 + 20 + 40)
-    assert len(r.compute_ms) == 30 and r.bitrate > 0
+    assert len(r.compute_ms) == 30 and r.bitrate > r.packet_bitrate > 0
+    assert r.packet_bitrate == pytest.approx(8 * (r.bytes_sent - r.header_bytes) / 0.6)
 
 
 # ---- the command line ----------------------------------------------------------------

@@ -135,7 +135,10 @@ def stream(
             f"  compute per {chunk_ms:g} ms chunk: mean {ms.mean():.2f} ms, max {ms.max():.2f} ms "
             f"({chunk_ms / max(ms.mean(), 1e-9):.1f}x real time)"
         )
-        typer.echo(f"  {r.bitrate:,.0f} bit/s on the wire (packet framing and header included)")
+        typer.echo(
+            f"  {r.bitrate:,.0f} bit/s on the wire (packet framing and the {r.header_bytes}-byte "
+            f"header included; the packets alone {r.packet_bitrate:,.0f} bit/s)"
+        )
 
 
 def _pcm_blocks(f: BinaryIO):

@@ -29,10 +29,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "eb1a47d95c8b9eba8b7e52b9cabf7059901b6c176cf1f4a70d2dbbd3ba7b56ba",
     ),
     # Experimental: every network causal, so it streams (16 ms algorithmic latency;
-    # `compress --stream`, `speechvq stream`); trained briefly. See the model card.
+    # `compress --stream`, `speechvq stream`), with its packet code. See the model card.
     "small-stream": (
         "speechvq-small-stream.safetensors",
-        "333c01600693986c01bc4ff29a0a2cd20ed7908563ff725971e07a801c17ab68",
+        "5bfa00b95d4928af1129904c3e00271f47ffc039dd4f02d40cb88bdd1e86a892",
     ),
 }
 

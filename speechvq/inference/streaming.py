@@ -170,13 +170,20 @@ class LoopbackResult:
     packet_ms: float
     algorithmic_latency_ms: float  # the model's
     compute_ms: list[float]  # per chunk, encode + entropy coding + decode, one thread
-    bytes_sent: int
+    bytes_sent: int  # the header and every packet
+    header_bytes: int  # the stream header's share (sent once, at the start)
     seconds: float
 
     @property
     def bitrate(self) -> float:
         """Bits per second on the wire, framing and header included."""
         return 8 * self.bytes_sent / max(self.seconds, 1e-9)
+
+    @property
+    def packet_bitrate(self) -> float:
+        """Bits per second of the packets alone (codes and framing, no header): the
+        rate a long stream tends to."""
+        return 8 * (self.bytes_sent - self.header_bytes) / max(self.seconds, 1e-9)
 
     @property
     def latency_ms(self) -> float:
@@ -207,7 +214,7 @@ def loopback(
     decomp = StreamDecompressor(model, comp.header, voice=voice, seed=seed)
     pipe = io.BytesIO()
     reader = decomp.reader(pipe, "<loopback>")
-    sent = len(comp.start())
+    sent = header = len(comp.start())
     chunk = max(1, round(chunk_ms / 1000 * sample_rate))
     pieces, compute = [], []
     wave = np.asarray(wave, dtype=np.float32).reshape(-1)
@@ -235,5 +242,6 @@ def loopback(
         algorithmic_latency_ms=1000 * latency,
         compute_ms=compute,
         bytes_sent=sent,
+        header_bytes=header,
         seconds=wave.size / sample_rate,
     )
