@@ -87,18 +87,23 @@ def test_a_causal_conv_reads_nothing_of_the_future():
     assert torch.equal(conv(x)[..., :20], conv(y)[..., :20])  # output i reads inputs <= 2i + 1
 
 
+def _in_pieces(stream, data: np.ndarray, cuts: list[int]) -> np.ndarray:
+    """Push `data` into a stream encoder or decoder cut at `cuts` (the rest last), then
+    flush; everything it gave, joined."""
+    out, t = [], 0
+    for n in cuts:
+        out.append(stream.push(data[t : t + n]))
+        t += n
+    out += [stream.push(data[t:]), stream.flush()]
+    return np.concatenate(out)
+
+
 @settings(max_examples=20, deadline=None)
 @given(cuts=st.lists(st.integers(1, 700), min_size=1, max_size=20))
 def test_streamed_codes_equal_the_offline_codes_for_any_chunking(cuts):
     offline = MODEL.encode(WAVE, 16000)
-    enc = MODEL.stream_encoder()
-    codes, t = [], 0
-    for n in cuts:
-        codes.append(enc.push(WAVE[t : t + n]))
-        t += n
-    codes.append(enc.push(WAVE[t:]))
-    codes.append(enc.flush())
-    assert np.array_equal(np.concatenate(codes), offline)
+    codes = _in_pieces(MODEL.stream_encoder(), WAVE, cuts)
+    assert np.array_equal(codes, offline)
 
 
 def test_a_frame_is_coded_as_soon_as_its_samples_are_in():
@@ -141,14 +146,7 @@ def test_causal_models_chunk_long_inputs_exactly_and_old_configs_are_unchanged()
 @given(cuts=st.lists(st.integers(1, 60), min_size=1, max_size=12))
 def test_streamed_audio_equals_the_offline_decode_for_any_chunking(cuts):
     offline = STREAM.decode(CODES, "b", seed=7)
-    dec = STREAM.stream_decoder("b", seed=7)
-    pieces, t = [], 0
-    for n in cuts:
-        pieces.append(dec.push(CODES[t : t + n]))
-        t += n
-    pieces.append(dec.push(CODES[t:]))
-    pieces.append(dec.flush())
-    got = np.concatenate(pieces)
+    got = _in_pieces(STREAM.stream_decoder("b", seed=7), CODES, cuts)
     assert got.shape == offline.shape and np.abs(offline).max() > 0.05
     assert np.abs(got - offline).max() < TOLERANCE * np.abs(offline).max()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -39,17 +40,21 @@ def describe_model(m: Any) -> list[tuple[str, str]]:
                 f"then {1000 * latency - frame:.0f} ms held back by the synthesiser)",
             )
         )
-        rates = [
-            f"{float(m.metadata[f'packet_code_bitrate_{ms}ms']):,.0f} bit/s at {ms} ms"
-            for ms in (20, 40, 80)
-            if f"packet_code_bitrate_{ms}ms" in m.metadata
-        ]
-        if m.packet_code is None:
-            bits = max(1, (m.config.quantizer.codebook_size - 1).bit_length())
-            code = f"fixed: {bits} bits a code (no table: `speechvq train-prior --bigram`)"
+        from speechvq.inference.streaming import packet_code
+
+        code = packet_code(m)
+        if code.name == "fixed":
+            bits = int(code.lengths[0, 0])
+            text = f"fixed: {bits} bits a code (no table: `speechvq train-prior --bigram`)"
         else:
-            code = "bigram table" + (f"; held out {', '.join(rates)} packets" if rates else "")
-        rows.append(("packet code", code))
+            rates = []  # the held-out bitrates `train-prior --bigram` wrote, by packet ms
+            for k, v in m.metadata.items():
+                hit = re.fullmatch(r"packet_code_bitrate_(\d+)ms", k)
+                if hit:
+                    rates.append((int(hit[1]), float(v)))
+            held = ", ".join(f"{r:,.0f} bit/s at {ms} ms" for ms, r in sorted(rates))
+            text = "bigram table" + (f"; held out {held} packets" if held else "")
+        rows.append(("packet code", text))
     for key in ("training_steps", "training_hours", "trained_on"):
         if key in m.metadata:
             rows.append((key.replace("_", " "), m.metadata[key]))

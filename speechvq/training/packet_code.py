@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speechvq.codec import packets as P
 from speechvq.codec.prefix import PacketCode, bigram_code_lengths
 from speechvq.data.corpus import PreparedCorpus
 from speechvq.training.prior import CodeSet, extract_codes, inherited_metadata
@@ -41,13 +42,13 @@ def bigram_counts(codes: CodeSet, num_symbols: int) -> np.ndarray:
 
 
 def stream_bitrate(code: PacketCode, codes: CodeSet, frames: int, frame_rate: float) -> float:
-    """Bits per second of `codes` sent in packets of `frames` codes, each utterance a stream
-    (its last packet short), one byte of framing a packet (`codec.packets`)."""
+    """Bits per second of `codes` sent as `codec.packets` of `frames` codes, each utterance
+    a stream (its last packet short), the header and end packet aside."""
     total_bytes, total_codes = 0, 0
     for i in range(len(codes)):
         c = codes.utterance(i)
         for t in range(0, c.size, frames):
-            total_bytes += 1 + len(code.encode(c[t : t + frames])) + (c.size - t < frames)
+            total_bytes += len(P.packet_bytes(t // frames, c[t : t + frames], code, frames))
         total_codes += c.size
     return 8 * total_bytes * frame_rate / max(total_codes, 1)
 
@@ -63,6 +64,7 @@ def make_packet_code(
     import torch
 
     from speechvq.inference.loading import load
+    from speechvq.inference.streaming import frames_per_packet, packet_code
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -72,13 +74,13 @@ def make_packet_code(
     K = model.config.quantizer.codebook_size
     counts = bigram_counts(codes["train"], K)
     model.set_packet_code(torch.from_numpy(bigram_code_lengths(counts)))
-    code = PacketCode(model.packet_code.numpy())
+    code = packet_code(model, "bigram")
     meta = inherited_metadata(model, "packet_code_")
     meta["packet_code_train_codes"] = str(int(counts.sum()))
     bitrates = {}
     if len(codes["valid"]):
         for ms in PACKET_MS:
-            frames = max(1, round(ms / 1000 * model.frame_rate))
+            frames = frames_per_packet(model, ms)
             bitrates[ms] = stream_bitrate(code, codes["valid"], frames, model.frame_rate)
             meta[f"packet_code_bitrate_{ms}ms"] = f"{bitrates[ms]:.1f}"
     path = run_dir / "model.safetensors"
