@@ -106,6 +106,7 @@ def test_cli_converts_to_a_reference_recording(tmp_path, model, wav_file):
     from speechvq.cli import app
 
     model.save(tmp_path / "m.safetensors")
+    m_path = tmp_path / "m.safetensors"
     ref = tmp_path / "ref.wav"
     sf.write(ref, synth_speechlike(1.5, seed=4), 16000)
     out = tmp_path / "out.wav"
@@ -118,9 +119,16 @@ def test_cli_converts_to_a_reference_recording(tmp_path, model, wav_file):
         app, ["encode", str(wav_file), str(codes), "-m", str(tmp_path / "m.safetensors")]
     )
     dec = tmp_path / "dec.wav"
-    args = ["decode", str(codes), str(dec), "--speaker-wav", str(ref)]
+    args = ["decode", str(codes), str(dec), "--speaker-wav", str(ref), "--seed", "0"]
     result = CliRunner().invoke(app, [*args, "-m", str(tmp_path / "m.safetensors")])
     assert result.exit_code == 0 and sf.info(dec).frames == 8000, result.stderr
+    svq, dec2 = tmp_path / "c.svq", tmp_path / "dec2.wav"
+    CliRunner().invoke(app, ["compress", str(wav_file), str(svq), "-m", str(m_path)])
+    args = ["decompress", str(svq), str(dec2), "--speaker-wav", str(ref), "--seed", "0"]
+    args += ["-m", str(m_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    np.testing.assert_allclose(sf.read(dec2)[0], sf.read(dec)[0], atol=2e-4)  # the same voice
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(32000, np.float32), 16000)
     args = ["convert", str(wav_file), str(tmp_path / "o2.wav"), "--target-wav", str(silent)]

@@ -206,6 +206,24 @@ def test_a_live_voice_changer_to_the_voice_of_a_reference_recording(tmp_path):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert sf.info(tmp_path / "out.wav").frames == WAVE.size
+    # The same through the pipe's two ends: `decompress --stream --speaker-wav`.
+    m = ["-m", str(tmp_path / "spk.safetensors")]
+    svqs, out = str(tmp_path / "in.svqs"), str(tmp_path / "live.wav")
+    r = CliRunner().invoke(app, ["compress", "--stream", str(tmp_path / "in.wav"), svqs, *m])
+    assert r.exit_code == 0, r.output
+    args = ["decompress", "--stream", svqs, out, "--speaker-wav", str(tmp_path / "ref.wav")]
+    r = CliRunner().invoke(app, [*args, *m])
+    assert r.exit_code == 0, r.output
+    from speechvq.audio.io import load_audio
+
+    live = load_audio(out, 16000)[0]
+    codes = model.encode(load_audio(tmp_path / "in.wav", 16000)[0], 16000)
+    offline = model.decode(codes, model.voice([load_audio(tmp_path / "ref.wav", 16000)]), seed=0)
+    assert live.size == WAVE.size  # written clipped to 16 bits (this random model is loud)
+    assert np.abs(live - np.clip(offline, -1, 1)).max() < 1e-3 + TOLERANCE * np.abs(offline).max()
+    args = ["decompress", "--stream", svqs, out, "-f", "-s", "a", "--speaker-wav", "x.wav"]
+    r = CliRunner().invoke(app, [*args, *m])
+    assert r.exit_code == 2 and "either" in r.output
 
 
 def test_the_latency_follows_from_the_config_and_info_reports_it():

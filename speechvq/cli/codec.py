@@ -229,6 +229,7 @@ def decompress(
     speaker: str | None = typer.Option(
         None, "--speaker", "-s", help="Voice to decode with (default: the file's)."
     ),
+    speaker_wav: list[Path] | None = SpeakerWavOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
     stream: bool = typer.Option(
@@ -247,12 +248,14 @@ def decompress(
         if str(output) != "-":
             check_output(output, force)
         m = load_model(model)
-        if speaker is not None:
-            m.speaker_id(speaker)  # an unknown voice fails before the slow part
+        voice = None  # the file's own
+        if speaker is not None or speaker_wav:
+            # an unknown name or a bad recording fails before the slow part
+            voice, _ = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav")
         if stream:
             from speechvq.cli.streaming import decompress_stream
 
-            decomp, written = decompress_stream(m, input, output, speaker, seed or 0)
+            decomp, written = decompress_stream(m, input, output, voice, seed or 0)
             lost = (
                 f", {decomp.lost_packets} lost packet(s) concealed" if decomp.lost_packets else ""
             )
@@ -263,7 +266,7 @@ def decompress(
         wave = decompress_file(
             m,
             input,
-            speaker=speaker,
+            speaker=voice,
             temperature=temperature,
             seed=seed,
         )

@@ -56,9 +56,10 @@ def compress_stream(m, input: Path, output: Path, rate: int, packet_ms: float, s
     return comp
 
 
-def decompress_stream(m, input: Path, output: Path, speaker: str | None, seed: int):
-    """`.svqs` packets from `input` ('-': standard input) to audio: raw 16-bit PCM at the
-    model's rate on standard output as it is decoded ('-'), or a wav file at the end."""
+def decompress_stream(m, input: Path, output: Path, voice, seed: int):
+    """`.svqs` packets from `input` ('-': standard input) to audio in `voice` (a name, a
+    `Voice`, or None for the stream's own): raw 16-bit PCM at the model's rate on standard
+    output as it is decoded ('-'), or a wav file at the end."""
     from speechvq.audio.io import save_audio
     from speechvq.codec import packets as P
     from speechvq.inference.streaming import StreamDecompressor
@@ -67,7 +68,7 @@ def decompress_stream(m, input: Path, output: Path, speaker: str | None, seed: i
     f = sys.stdin.buffer if str(input) == "-" else open(input, "rb")  # noqa: SIM115
     try:
         header = P.read_header(f, name)
-        decomp = StreamDecompressor(m, header, voice=speaker, seed=seed)
+        decomp = StreamDecompressor(m, header, voice=voice, seed=seed)
         pieces = []
         to_stdout = str(output) == "-"
         if to_stdout:

@@ -178,7 +178,7 @@ def decompress(
     model: Any,
     path: str | os.PathLike,
     *,
-    speaker: str | None = None,
+    speaker: str | Voice | None = None,
     temperature: float = 1.0,
     seed: int | None = None,
 ) -> np.ndarray:
@@ -186,9 +186,9 @@ def decompress(
 
     The file must come from this very model (its hash). The entropy model is
     the one the header names, with the writer's conditioning (the stored
-    speaker). The voice is `speaker`, else the one stored in the file (the
-    input's own, with a speaker encoder, or a speaker's name), else the
-    model's first speaker.
+    speaker). The voice is `speaker` (a name, or a `Voice` from recordings),
+    else the one stored in the file (the input's own, with a speaker
+    encoder, or a speaker's name), else the model's first speaker.
     """
     svq = read_svq(path, expected_model_hash=model_hash_of(model))
     h = svq.header
@@ -204,7 +204,7 @@ def decompress(
     if codes.size == 0:
         return np.zeros(0, dtype=np.float32)
     if speaker is not None or h.voice is None:
-        voice = speaker or h.speaker or model.speakers[0]
+        voice = speaker if speaker is not None else h.speaker or model.speakers[0]
     else:
         voice = unpack_voice(h.voice, path)
         if voice.vector.size != model.config.decoder.speaker_dim:
