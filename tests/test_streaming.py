@@ -3,6 +3,7 @@ the command line."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -16,6 +17,7 @@ from speechvq.config import ModelConfig
 from speechvq.errors import SpeechVQError
 from speechvq.inference.streaming import packet_code
 from speechvq.models.causal import CausalConv1d, streaming
+from speechvq.models.causal_numba import conv_step_kernel
 
 from .conftest import synth_speechlike
 
@@ -57,21 +59,50 @@ TOLERANCE = 2e-4
 CODES = np.random.default_rng(0).integers(0, 16, 300)  # 1.2 s
 
 
+# The streaming step of a causal conv: torch's (`unrolled_conv1d`), or the compiled one
+# (`models.causal_numba`, what runs when numba is installed).
+STEPS = [
+    "torch",
+    pytest.param(
+        "compiled", marks=pytest.mark.skipif(conv_step_kernel() is None, reason="no numba")
+    ),
+]
+
+
+@contextlib.contextmanager
+def conv_step(name: str):
+    """Streams started inside the block take the `name` step."""
+    import speechvq.models.causal as causal
+
+    saved = causal.conv_step_kernel
+    if name == "torch":
+        causal.conv_step_kernel = lambda: None
+    try:
+        yield
+    finally:
+        causal.conv_step_kernel = saved
+
+
+@pytest.mark.parametrize("step", STEPS)
 @settings(max_examples=25, deadline=None)
 @given(
     extra=st.integers(0, 3),
     stride=st.integers(1, 3),
     dilation=st.integers(1, 4),
+    batch=st.integers(1, 2),
     cuts=st.lists(st.integers(0, 40), min_size=1, max_size=12).filter(lambda c: sum(c) >= 3),
 )
-def test_a_causal_conv_streamed_in_any_pieces_equals_it_offline(extra, stride, dilation, cuts):
+def test_a_causal_conv_streamed_in_any_pieces_equals_it_offline(
+    step, extra, stride, dilation, batch, cuts
+):
     torch.manual_seed(0)
     conv = CausalConv1d(2, 3, stride + extra, stride, dilation)
-    x = torch.randn(1, 2, sum(cuts) // stride * stride)
+    x = torch.randn(batch, 2, sum(cuts) // stride * stride)
     whole = conv(x)
     assert whole.shape[-1] == x.shape[-1] // stride
     pieces, t = [], 0
-    with streaming(conv):
+    with conv_step(step), streaming(conv, batch_size=batch):
+        assert (conv._stream.step is not None) == (step == "compiled")
         for n in cuts:
             pieces.append(conv(x[..., t : t + n]))
             t += n
@@ -98,11 +129,13 @@ def _in_pieces(stream, data: np.ndarray, cuts: list[int]) -> np.ndarray:
     return np.concatenate(out)
 
 
+@pytest.mark.parametrize("step", STEPS)
 @settings(max_examples=20, deadline=None)
 @given(cuts=st.lists(st.integers(1, 700), min_size=1, max_size=20))
-def test_streamed_codes_equal_the_offline_codes_for_any_chunking(cuts):
+def test_streamed_codes_equal_the_offline_codes_for_any_chunking(step, cuts):
     offline = MODEL.encode(WAVE, 16000)
-    codes = _in_pieces(MODEL.stream_encoder(), WAVE, cuts)
+    with conv_step(step):
+        codes = _in_pieces(MODEL.stream_encoder(), WAVE, cuts)
     assert np.array_equal(codes, offline)
 
 
@@ -142,11 +175,13 @@ def test_causal_models_chunk_long_inputs_exactly_and_old_configs_are_unchanged()
     assert ModelConfig.from_dict(MODEL.config.to_dict()) == MODEL.config
 
 
+@pytest.mark.parametrize("step", STEPS)
 @settings(max_examples=15, deadline=None)
 @given(cuts=st.lists(st.integers(1, 60), min_size=1, max_size=12))
-def test_streamed_audio_equals_the_offline_decode_for_any_chunking(cuts):
+def test_streamed_audio_equals_the_offline_decode_for_any_chunking(step, cuts):
     offline = STREAM.decode(CODES, "b", seed=7)
-    got = _in_pieces(STREAM.stream_decoder("b", seed=7), CODES, cuts)
+    with conv_step(step):
+        got = _in_pieces(STREAM.stream_decoder("b", seed=7), CODES, cuts)
     assert got.shape == offline.shape and np.abs(offline).max() > 0.05
     assert np.abs(got - offline).max() < TOLERANCE * np.abs(offline).max()
 

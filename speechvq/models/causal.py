@@ -16,15 +16,17 @@ and so gives exactly the offline outputs, however the input is cut.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from speechvq.errors import SpeechVQError
+from speechvq.models.causal_numba import conv_step_kernel
 
 
 class StreamingModule(nn.Module):
@@ -74,21 +76,32 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
         self.pad = self.span - stride  # zeros in front
 
     def start_stream(self, batch_size: int, device: torch.device) -> ConvState:
+        matrix = self.weight.detach().reshape(self.out_channels, -1)
+        step = conv_step_kernel() if device.type == "cpu" else None
+        if step is not None and matrix.dtype == torch.float32:  # the compiled step, on numpy
+            past = np.zeros((batch_size, self.in_channels, self.pad), np.float32)
+            bias = self.bias if self.bias is not None else torch.zeros(self.out_channels)
+            arrays = (np.ascontiguousarray(matrix.numpy()), bias.detach().numpy())
+            return ConvState(past, matrix, step, arrays)
         past = torch.zeros(batch_size, self.in_channels, self.pad, device=device)
-        return ConvState(past, self.weight.reshape(self.out_channels, -1))
+        return ConvState(past, matrix)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stride = self.stride[0]
         state = self._stream
         if state is None:
             return super().forward(F.pad(x, (self.pad, 0)))
+        k = self.kernel_size[0]
+        if state.step is not None:
+            xs = np.ascontiguousarray(x.detach().float().numpy())
+            out, state.past = state.step(state.past, xs, *state.arrays, k, stride, self.dilation[0])
+            return torch.from_numpy(out).to(x.dtype)
         past = state.past
         full = torch.cat([past.to(x.dtype), x], dim=-1) if past.shape[-1] else x
         n = max(0, (full.shape[-1] - self.span) // stride + 1)
         state.past = full[..., n * stride :]
         if n == 0:
             return x.new_zeros(x.shape[0], self.out_channels, 0)
-        k = self.kernel_size[0]
         return unrolled_conv1d(full, state.matrix, self.bias, n, k, stride, self.dilation[0])
 
 
@@ -97,8 +110,12 @@ class ConvState:
     """A `CausalConv1d`'s stream: the inputs it has not used up, and its kernel as one
     matrix. Updated in place (`nn.Module.__setattr__` costs more than the step)."""
 
-    past: torch.Tensor  # [B, C, < span]
+    past: torch.Tensor | np.ndarray  # [B, C, < span]; numpy for the compiled step
     matrix: torch.Tensor  # [C', C k], a view of the weight
+    # The compiled step (`models.causal_numba`, with numba on a CPU) and its
+    # weight and bias as numpy arrays; None: the torch step (`unrolled_conv1d`).
+    step: Callable | None = None
+    arrays: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def unrolled_conv1d(
