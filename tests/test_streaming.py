@@ -59,8 +59,9 @@ TOLERANCE = 2e-4
 CODES = np.random.default_rng(0).integers(0, 16, 300)  # 1.2 s
 
 
-# The streaming step of a causal conv: torch's (`unrolled_conv1d`), or the compiled one
-# (`models.causal_numba`, what runs when numba is installed).
+# The streaming steps of the causal convs and the harmonic bank: torch's
+# (`unrolled_conv1d`, `SourceFilterDecoder._harmonics`), or the compiled ones
+# (`models.causal_numba`, `decoders.harmonics_numba`: what runs when numba is installed).
 STEPS = [
     "torch",
     pytest.param(
@@ -71,16 +72,17 @@ STEPS = [
 
 @contextlib.contextmanager
 def conv_step(name: str):
-    """Streams started inside the block take the `name` step."""
+    """Streams started inside the block take the `name` steps."""
     import speechvq.models.causal as causal
+    import speechvq.models.decoders.synthesis_stream as synthesis_stream
 
-    saved = causal.conv_step_kernel
+    saved = causal.conv_step_kernel, synthesis_stream.harmonic_kernel
     if name == "torch":
-        causal.conv_step_kernel = lambda: None
+        causal.conv_step_kernel = synthesis_stream.harmonic_kernel = lambda: None
     try:
         yield
     finally:
-        causal.conv_step_kernel = saved
+        causal.conv_step_kernel, synthesis_stream.harmonic_kernel = saved
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -181,7 +183,9 @@ def test_causal_models_chunk_long_inputs_exactly_and_old_configs_are_unchanged()
 def test_streamed_audio_equals_the_offline_decode_for_any_chunking(step, cuts):
     offline = STREAM.decode(CODES, "b", seed=7)
     with conv_step(step):
-        got = _in_pieces(STREAM.stream_decoder("b", seed=7), CODES, cuts)
+        dec = STREAM.stream_decoder("b", seed=7)
+        assert (dec.synthesis.kernel is not None) == (step == "compiled")
+        got = _in_pieces(dec, CODES, cuts)
     assert got.shape == offline.shape and np.abs(offline).max() > 0.05
     assert np.abs(got - offline).max() < TOLERANCE * np.abs(offline).max()
 

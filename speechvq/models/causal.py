@@ -93,9 +93,10 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
             return super().forward(F.pad(x, (self.pad, 0)))
         k = self.kernel_size[0]
         if state.step is not None:
-            xs = np.ascontiguousarray(x.detach().float().numpy())
+            f32 = x.dtype == torch.float32
+            xs = np.ascontiguousarray((x if f32 else x.float()).detach().numpy())
             out, state.past = state.step(state.past, xs, *state.arrays, k, stride, self.dilation[0])
-            return torch.from_numpy(out).to(x.dtype)
+            return torch.from_numpy(out) if f32 else torch.from_numpy(out).to(x.dtype)
         past = state.past
         full = torch.cat([past.to(x.dtype), x], dim=-1) if past.shape[-1] else x
         n = max(0, (full.shape[-1] - self.span) // stride + 1)

@@ -14,8 +14,10 @@ utterance's true end, as one pass would.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from speechvq.models.decoders.harmonics_numba import harmonic_kernel
 from speechvq.models.decoders.source_filter import (
     LEAD_F0,
     NOISE_FFT,
@@ -40,8 +42,10 @@ class SynthesisStream:
         self.total = 0  # frames known
         self.harmonic_env = self.noise_env = self.f0 = self.filled = None
         self.white: torch.Tensor | None = None  # samples from self.off * hop on
-        self.phase: torch.Tensor | None = None
+        self.phase: torch.Tensor | float | None = None
         self.last_voiced = LEAD_F0  # what unvoiced frames hold until a voiced one arrives
+        # The compiled harmonic bank (numba, one stream on a CPU), else the decoder's own.
+        self.kernel = harmonic_kernel() if _on_cpu(decoder) else None
 
     def push(self, c: Controls) -> torch.Tensor:
         """Add frames' controls; returns the samples that are now final."""
@@ -54,6 +58,8 @@ class SynthesisStream:
         if self.f0 is None:
             self.harmonic_env, self.noise_env, self.f0, self.filled = parts
             self.phase = torch.zeros(1, 1, dtype=torch.float64, device=c.f0.device)
+            if self.kernel is not None:
+                self.phase = 0.0
             self.white = c.f0.new_zeros(1, 0)
         else:
             self.harmonic_env = torch.cat([self.harmonic_env, parts[0]], dim=1)
@@ -82,11 +88,30 @@ class SynthesisStream:
         with torch.autocast(self.f0.device.type, enabled=False):
             c = Controls(self.harmonic_env, self.noise_env, self.filled)
             voiced = (self.f0 > 0).float()
-            harmonic, self.phase = self.dec._harmonics(c, voiced, lo, hi, self.phase)
+            if self.kernel is not None:
+                harmonic = self._compiled_harmonics(voiced, lo, hi)
+            else:
+                harmonic, self.phase = self.dec._harmonics(c, voiced, lo, hi, self.phase)
             out = harmonic + self.dec._noise(self.noise_env, self.white, lo, hi)
         self.done = b
         self._forget(max(self.off, b - self.keep))
         return out
+
+    def _compiled_harmonics(self, voiced: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """`_harmonics` of window frames lo..hi-1 through `harmonics_numba`: `[1, samples]`."""
+        a, b = max(0, lo - 1), min(self.f0.shape[1], hi + 1)  # with the neighbours
+        out, self.phase = self.kernel(
+            np.ascontiguousarray(self.harmonic_env[0, a:b].numpy()),
+            np.ascontiguousarray(self.filled[0, a:b].double().numpy()),
+            np.ascontiguousarray(voiced[0, a:b].numpy()),
+            (lo - a) * self.hop,
+            (hi - a) * self.hop,
+            self.hop,
+            float(self.dec.sample_rate),
+            self.dec.harmonics,
+            self.phase,
+        )
+        return torch.from_numpy(out)[None]
 
     def _draw(self, length: int) -> None:
         """Draw white noise up to `length` samples of the window (as one pass would)."""
@@ -107,3 +132,7 @@ class SynthesisStream:
 
     def _empty(self) -> torch.Tensor:
         return torch.zeros(1, 0)
+
+
+def _on_cpu(module: torch.nn.Module) -> bool:
+    return next(module.parameters()).device.type == "cpu"
