@@ -201,12 +201,15 @@ class SourceFilterDecoder(Decoder):
         """Frames a..b-1 of `white` `[B, T]` shaped by the frame filters `[B, F, N]` (STFT domain).
 
         STFT frame j is centred on sample j hop and filtered by frame j's
-        magnitudes. The segment reaches two windows beyond the chunk on each
-        side, so every STFT frame that touches the chunk sees the same samples
-        as in one pass over the whole signal.
+        magnitudes. The segment reaches one window beyond the chunk on each
+        side (a whole number of hops): a sample of the chunk takes the frames
+        centred within half a window of it, and each of those reads samples
+        within half a window of its centre, so they see the same samples as in
+        one pass over the whole signal, and the frames that read the segment's
+        padding touch only the margin.
         """
         hop, T = self.hop, white.shape[1]
-        margin = 2 * NOISE_FFT
+        margin = NOISE_FFT
         s0, s1 = max(0, a * hop - margin), min(T, b * hop + margin)
         window = torch.hann_window(NOISE_FFT, device=white.device)
         spec = torch.stft(white[:, s0:s1], NOISE_FFT, hop, window=window, return_complex=True)

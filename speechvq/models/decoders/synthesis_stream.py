@@ -35,8 +35,8 @@ class SynthesisStream:
     def __init__(self, decoder: SourceFilterDecoder, generator: torch.Generator | None):
         self.dec, self.gen, self.hop = decoder, generator, decoder.hop
         # Frames kept before the next one to render: the noise filter's margin of
-        # two windows, and the interpolation's neighbour.
-        self.keep = 2 * NOISE_FFT // self.hop + 2
+        # a window, and the interpolation's neighbour.
+        self.keep = NOISE_FFT // self.hop + 2
         self.off = 0  # absolute index of the window's first frame
         self.done = 0  # frames rendered
         self.total = 0  # frames known
@@ -83,7 +83,7 @@ class SynthesisStream:
         if b <= a:
             return self._empty()
         if not final:
-            self._draw((b - self.off) * self.hop + 2 * NOISE_FFT)
+            self._draw((b - self.off) * self.hop + NOISE_FFT)
         lo, hi = a - self.off, b - self.off
         with torch.autocast(self.f0.device.type, enabled=False):
             c = Controls(self.harmonic_env, self.noise_env, self.filled)
