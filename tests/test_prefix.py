@@ -52,6 +52,9 @@ def test_any_codes_round_trip_under_a_bigram_table(K, seed, n):
     codes = rng.integers(0, K, n)
     out, _ = _round_trip(code, codes)
     assert np.array_equal(out, codes)
+    prepared = PacketCode(code.lengths).prepare()  # every row built ahead, the same code
+    assert len(prepared._tables) == K + 1
+    assert prepared.encode(codes) == code.encode(codes)
 
 
 def test_codewords_of_a_row_are_prefix_free():

@@ -102,6 +102,13 @@ class PacketCode:
             previous = code
         return np.asarray(out, dtype=np.int64)
 
+    def prepare(self) -> PacketCode:
+        """Build every row's codewords now (a live stream calls this before its first
+        packet, so no packet pays for a row it meets first); returns itself."""
+        for row in range(self.lengths.shape[0]):
+            self._table(None if row == 0 else row - 1)
+        return self
+
     def _table(self, previous: int | None) -> _Table:
         row = 0 if previous is None or self.lengths.shape[0] == 1 else previous + 1
         table = self._tables.get(row)

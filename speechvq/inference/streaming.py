@@ -74,7 +74,7 @@ class StreamCompressor:
             model.speaker_id(speaker)
         self.model, self.rate = model, int(sample_rate)
         self.fpp = frames_per_packet(model, packet_ms)
-        self.code = packet_code(model, entropy)
+        self.code = packet_code(model, entropy).prepare()
         self.encoder = model.stream_encoder()  # fails here for a model that cannot stream
         self.resampler = None
         if self.rate != model.sample_rate:
@@ -139,7 +139,7 @@ class StreamDecompressor:
             else:
                 voice = header.speaker or model.speakers[0]
         self.model, self.header = model, header
-        self.code = packet_code(model, header.entropy_model)
+        self.code = packet_code(model, header.entropy_model).prepare()
         self.decoder = model.stream_decoder(voice, seed=seed)
         self.last_code = 0
         self.lost_packets = 0
