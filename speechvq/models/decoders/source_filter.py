@@ -24,6 +24,7 @@ hundreds of thousands of steps a sample-level likelihood needs.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -211,7 +212,7 @@ class SourceFilterDecoder(Decoder):
         hop, T = self.hop, white.shape[1]
         margin = NOISE_FFT
         s0, s1 = max(0, a * hop - margin), min(T, b * hop + margin)
-        window = torch.hann_window(NOISE_FFT, device=white.device)
+        window = _hann(NOISE_FFT, white.device)
         spec = torch.stft(white[:, s0:s1], NOISE_FFT, hop, window=window, return_complex=True)
         frames = (s0 // hop + torch.arange(spec.shape[-1], device=white.device)).clamp(
             max=noise_env.shape[1] - 1
@@ -220,6 +221,12 @@ class SourceFilterDecoder(Decoder):
         mag = F.interpolate(mag, size=NOISE_FFT // 2 + 1, mode="linear", align_corners=True)
         out = torch.istft(spec * mag.transpose(1, 2), NOISE_FFT, hop, window=window, length=s1 - s0)
         return out[:, a * hop - s0 : b * hop - s0]
+
+
+@functools.cache
+def _hann(n: int, device: torch.device) -> torch.Tensor:
+    """The noise filter's window, made once (a streaming step would remake it each time)."""
+    return torch.hann_window(n, device=device)
 
 
 def noise_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -240,11 +247,11 @@ def fill_unvoiced(f0: torch.Tensor, lead: float | None = None) -> torch.Tensor:
     idx = torch.arange(f0.shape[1], device=f0.device).expand_as(f0)
     last = torch.where(voiced, idx, torch.zeros_like(idx)).cummax(dim=1).values
     filled = f0.gather(1, last)
+    if lead is not None:
+        return torch.where(filled > 0, filled, torch.tensor(lead, dtype=f0.dtype))
     first = torch.where(
         voiced.any(1), f0.gather(1, voiced.float().argmax(1, keepdim=True))[:, 0], LEAD_F0
     )
-    if lead is not None:
-        first = torch.full_like(first, lead)
     return torch.where(filled > 0, filled, first[:, None].to(f0.dtype))
 
 
