@@ -444,6 +444,7 @@ def test_the_loopback_command_prints_latency_compute_and_bitrate(tmp_path, strea
     assert r.exit_code == 0, r.output
     assert "latency 76 ms = 16 ms algorithmic + 20 ms chunk + 40 ms packet" in r.output
     assert "compute per 20 ms chunk: mean" in r.output and "bit/s on the wire" in r.output
+    assert ("without numba" in r.output) == (conv_step_kernel() is None)  # a hint if slow
     assert sf.info(tmp_path / "out.wav").frames == WAVE.size
     r = CliRunner().invoke(app, [*args, "-f"])  # the shipped model is not causal
     assert r.exit_code == 2 and "cannot stream" in r.output
