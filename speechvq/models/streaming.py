@@ -35,6 +35,7 @@ class StreamEncoder:
                 "this model's encoder is not causal: it cannot stream (use a -stream preset)"
             )
         self.model = model
+        self.device = model._device  # once: it walks the parameters
         self.hop = model.hop_length
         self.pending = np.zeros(0, dtype=np.float32)  # samples of the frame not yet complete
         self.samples = 0
@@ -54,7 +55,7 @@ class StreamEncoder:
         if whole == 0:
             return np.zeros(0, dtype=np.int64)
         chunk = torch.from_numpy(np.ascontiguousarray(x[:whole]))[None, None]
-        latents = self.model.encoder(chunk.to(self.model._device))
+        latents = self.model.encoder(chunk.to(self.device))
         return self.model.quantizer.codes(latents)[0].cpu().numpy().astype(np.int64)
 
     def flush(self) -> np.ndarray:
@@ -91,6 +92,7 @@ class StreamDecoder:
         if problem is not None:
             raise SpeechVQError(problem)
         self.model = model
+        self.device = model._device
         self.voice, self.mean, self.std = model._voice_tensors(voice)
         gen = noise_generator(seed, model._device)  # as `SourceFilterDecoder.synthesize`
         self._contexts = [streaming(model.pitch), streaming(model.decoder)]
@@ -110,7 +112,7 @@ class StreamDecoder:
             return np.zeros(0, dtype=np.float32)
         codes = self.model.check_codes(np.asarray(codes).reshape(-1))
         m = self.model
-        latents = m.quantizer.lookup(torch.from_numpy(codes)[None].to(m._device))
+        latents = m.quantizer.lookup(torch.from_numpy(codes)[None].to(self.device))
         f0 = PitchPredictor.to_hz(m.pitch(latents), self.mean, self.std, m.config.pitch)
         controls = m.decoder.controls(latents, self.voice, f0)
         return self.synthesis.push(controls)[0].cpu().numpy().astype(np.float32)
