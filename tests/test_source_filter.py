@@ -194,3 +194,39 @@ def test_copy_matching_keeps_what_fits_and_reports_the_rest():
     for k, v in dst.state_dict().items():
         if not k.startswith("pitch."):
             assert torch.equal(v, src.state_dict()[k]), k
+
+
+def test_the_compiled_harmonic_bank_equals_the_torch_one(sf_model):
+    """`harmonics_numba` (the stream's harmonic bank) against `_harmonics`, on an envelope
+    that varies over frequency and time, voiced and unvoiced frames, a running phase."""
+    from speechvq.models.decoders.harmonics_numba import harmonic_kernel
+
+    if harmonic_kernel() is None:
+        pytest.skip("numba not installed")
+    dec = sf_model.decoder
+    g = torch.Generator().manual_seed(0)
+    Fr, E = 40, dec.cfg.decoder.source_filter.envelope_bins
+    f0 = 90 + 200 * torch.rand(1, Fr, generator=g)
+    f0[:, 10:14] = 0.0  # unvoiced
+    env = torch.randn(1, Fr, E, generator=g)
+    filled = fill_unvoiced(f0, 100.0)
+    c = Controls(env, torch.zeros(1, Fr, 3), filled)
+    voiced = (f0 > 0).float()
+    phase, kphase = torch.full((1, 1), 1.0, dtype=torch.float64), 1.0
+    for lo, hi in ((0, 7), (7, 19), (19, 40)):
+        want, phase = dec._harmonics(c, voiced, lo, hi, phase)
+        a, b = max(0, lo - 1), min(Fr, hi + 1)
+        got, kphase = harmonic_kernel()(
+            env[0, a:b].numpy().copy(),
+            filled[0, a:b].double().numpy(),
+            voiced[0, a:b].numpy().copy(),
+            (lo - a) * dec.hop,
+            (hi - a) * dec.hop,
+            dec.hop,
+            float(dec.sample_rate),
+            dec.harmonics,
+            kphase,
+        )
+        assert np.abs(want[0].numpy()).max() > 0.1
+        np.testing.assert_allclose(got, want[0].numpy(), atol=5e-5 * np.abs(want.numpy()).max())
+        assert kphase == pytest.approx(float(phase), abs=1e-9)
