@@ -263,6 +263,20 @@ def test_a_live_voice_changer_to_the_voice_of_a_reference_recording(tmp_path):
     args = ["decompress", "--stream", svqs, out, "-f", "-s", "a", "--speaker-wav", "x.wav"]
     r = CliRunner().invoke(app, [*args, *m])
     assert r.exit_code == 2 and "either" in r.output
+    # The sender can put a voice in the stream's header instead: no reference at the receiver.
+    ref = ["--speaker-wav", str(tmp_path / "ref.wav")]
+    args = ["compress", "--stream", str(tmp_path / "in.wav"), svqs, "-f", *ref, *m]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    r = CliRunner().invoke(app, ["decompress", "--stream", svqs, out, "-f", *m])
+    assert r.exit_code == 0, r.output
+    from speechvq.inference.compression import pack_voice, unpack_voice
+
+    sent = unpack_voice(pack_voice(model.voice([load_audio(tmp_path / "ref.wav", 16000)])))
+    offline = np.clip(model.decode(codes, sent, seed=0), -1, 1)  # the voice as the header has it
+    np.testing.assert_allclose(load_audio(out, 16000)[0], offline, atol=2e-3)
+    args = ["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.svq"), *ref, *m]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "needs --stream" in r.output
 
 
 def test_the_latency_follows_from_the_config_and_info_reports_it():

@@ -159,6 +159,12 @@ def compress(
     speaker: str | None = typer.Option(
         None, "--speaker", "-s", help="Default voice stored in the file."
     ),
+    speaker_wav: list[Path] | None = typer.Option(
+        None,
+        "--speaker-wav",
+        help="--stream: the voice stored in the stream's header, measured on these recordings "
+        "(the sender's own, say; a file stores its input's own voice anyway).",
+    ),
     entropy: str = typer.Option(
         "auto",
         "--entropy",
@@ -184,10 +190,15 @@ def compress(
         if str(output) != "-":
             check_output(output, force)
         m = load_model(model)
+        voice = None
+        if speaker_wav:
+            if not stream:
+                raise SpeechVQError("--speaker-wav needs --stream (a file keeps its own voice)")
+            voice, _ = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav")
         if stream:
             from speechvq.cli.streaming import compress_stream
 
-            comp = compress_stream(m, input, output, rate, packet_ms, speaker, entropy)
+            comp = compress_stream(m, input, output, rate, packet_ms, speaker, entropy, voice)
             if report or str(output) != "-":
                 seconds = comp.samples / m.sample_rate
                 typer.echo(

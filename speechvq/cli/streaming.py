@@ -28,19 +28,26 @@ from speechvq.errors import SpeechVQError
 PCM_BLOCK = 640  # bytes read from a pipe at a time: 20 ms of 16-bit mono at 16 kHz
 
 
-def compress_stream(m, input: Path, output: Path, rate: int, packet_ms: float, speaker, entropy):
+def compress_stream(
+    m, input: Path, output: Path, rate: int, packet_ms: float, speaker, entropy, voice=None
+):
     """`input` (raw 16-bit little-endian mono PCM at `rate` if '-', else an audio file) to
-    `.svqs` packets on `output` ('-': standard output), each written as it is made."""
+    `.svqs` packets on `output` ('-': standard output), each written as it is made; the
+    header names `speaker` or carries `voice` (a `Voice`) if given."""
     from speechvq.inference.streaming import StreamCompressor
 
     if str(input) == "-":
-        comp = StreamCompressor(m, rate, packet_ms=packet_ms, speaker=speaker, entropy=entropy)
+        comp = StreamCompressor(
+            m, rate, packet_ms=packet_ms, speaker=speaker, voice=voice, entropy=entropy
+        )
         blocks = _pcm_blocks(sys.stdin.buffer)
     else:
         from speechvq.audio.io import load_audio
 
         wave, sr = load_audio(input)
-        comp = StreamCompressor(m, sr, packet_ms=packet_ms, speaker=speaker, entropy=entropy)
+        comp = StreamCompressor(
+            m, sr, packet_ms=packet_ms, speaker=speaker, voice=voice, entropy=entropy
+        )
         step = max(1, sr // 50)
         blocks = (wave[t : t + step] for t in range(0, wave.size, step))
     with _open_out(output) as out:
