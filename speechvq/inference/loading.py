@@ -34,6 +34,12 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "speechvq-small-stream.safetensors",
         "5bfa00b95d4928af1129904c3e00271f47ffc039dd4f02d40cb88bdd1e86a892",
     ),
+    # Experimental: small-stream with the speaker encoder, so a stream decodes in the
+    # voice of any recording (a live voice changer to anyone). See the model card.
+    "small-stream-spk": (
+        "speechvq-small-stream-spk.safetensors",
+        "eb5f551ab1661ba1bfdbf7206579f011a5a20c45b6a74fd33763cbc1a674f75b",
+    ),
 }
 
 DEFAULT_MODEL = next(iter(REGISTRY), None)
