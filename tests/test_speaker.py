@@ -105,22 +105,20 @@ def test_cli_converts_to_a_reference_recording(tmp_path, model, wav_file):
 
     from speechvq.cli import app
 
-    model.save(tmp_path / "m.safetensors")
     m_path = tmp_path / "m.safetensors"
+    model.save(m_path)
     ref = tmp_path / "ref.wav"
     sf.write(ref, synth_speechlike(1.5, seed=4), 16000)
     out = tmp_path / "out.wav"
     args = ["convert", str(wav_file), str(out), "--target-wav", str(ref)]
-    result = CliRunner().invoke(app, [*args, "-m", str(tmp_path / "m.safetensors")])
+    result = CliRunner().invoke(app, [*args, "-m", str(m_path)])
     assert result.exit_code == 0, result.stderr
     assert sf.info(out).frames == 8000 and "ref.wav" in result.stdout
     codes = tmp_path / "c.npy"
-    CliRunner().invoke(
-        app, ["encode", str(wav_file), str(codes), "-m", str(tmp_path / "m.safetensors")]
-    )
+    CliRunner().invoke(app, ["encode", str(wav_file), str(codes), "-m", str(m_path)])
     dec = tmp_path / "dec.wav"
     args = ["decode", str(codes), str(dec), "--speaker-wav", str(ref), "--seed", "0"]
-    result = CliRunner().invoke(app, [*args, "-m", str(tmp_path / "m.safetensors")])
+    result = CliRunner().invoke(app, [*args, "-m", str(m_path)])
     assert result.exit_code == 0 and sf.info(dec).frames == 8000, result.stderr
     svq, dec2 = tmp_path / "c.svq", tmp_path / "dec2.wav"
     CliRunner().invoke(app, ["compress", str(wav_file), str(svq), "-m", str(m_path)])
@@ -132,7 +130,7 @@ def test_cli_converts_to_a_reference_recording(tmp_path, model, wav_file):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(32000, np.float32), 16000)
     args = ["convert", str(wav_file), str(tmp_path / "o2.wav"), "--target-wav", str(silent)]
-    result = CliRunner().invoke(app, [*args, "-m", str(tmp_path / "m.safetensors")])
+    result = CliRunner().invoke(app, [*args, "-m", str(m_path)])
     assert result.exit_code == 2 and "silent" in result.stderr
 
 

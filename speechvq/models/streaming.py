@@ -94,7 +94,7 @@ class StreamDecoder:
         self.model = model
         self.device = model._device
         self.voice, self.mean, self.std = model._voice_tensors(voice)
-        gen = noise_generator(seed, model._device)  # as `SourceFilterDecoder.synthesize`
+        gen = noise_generator(seed, self.device)  # as `SourceFilterDecoder.synthesize`
         self._contexts = [streaming(model.pitch), streaming(model.decoder)]
         for ctx in self._contexts:
             ctx.__enter__()

@@ -57,9 +57,11 @@ class SynthesisStream:
         parts = (c.harmonic_env, c.noise_env, c.f0.float(), filled.float())
         if self.f0 is None:
             self.harmonic_env, self.noise_env, self.f0, self.filled = parts
-            self.phase = torch.zeros(1, 1, dtype=torch.float64, device=c.f0.device)
-            if self.kernel is not None:
-                self.phase = 0.0
+            self.phase = (
+                0.0  # the compiled bank's running phase is a float
+                if self.kernel is not None
+                else torch.zeros(1, 1, dtype=torch.float64, device=c.f0.device)
+            )
             self.white = c.f0.new_zeros(1, 0)
         else:
             self.harmonic_env = torch.cat([self.harmonic_env, parts[0]], dim=1)
