@@ -112,6 +112,44 @@ def test_a_causal_conv_streamed_in_any_pieces_equals_it_offline(
     assert torch.allclose(got, whole, atol=1e-6)
 
 
+@pytest.mark.parametrize("step", STEPS)
+def test_each_causal_network_streamed_in_pieces_equals_it_offline(step):
+    """The encoder, the frame network and the F0 predictor, each with every weight
+    random (so the residual branches, which start at zero, count), streamed in uneven
+    pieces: as compiled steps (`CompiledStream`) or layer by layer."""
+    torch.manual_seed(0)
+    model = speechvq.SpeechVQ(ModelConfig.preset("tiny-stream", speakers=["a"])).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    hop, frames = model.hop_length, 40
+    nets = [
+        (model.encoder, torch.randn(1, 1, frames * hop), hop),
+        (model.decoder.net, torch.randn(1, model.decoder.net.inp.in_channels, frames), 1),
+        (model.pitch, torch.randn(1, model.config.quantizer.dim, frames), 1),
+    ]
+
+    def joined(out):  # the F0 predictor's two contours as one [B, 2, F]
+        return (
+            torch.stack([out.norm_logf0, out.voicing_logit], 1)
+            if hasattr(out, "norm_logf0")
+            else out
+        )
+
+    for net, x, unit in nets:
+        with torch.no_grad():
+            whole = joined(net(x))
+            pieces, t = [], 0
+            with conv_step(step), streaming(net):
+                assert (net._stream is not None) == (step == "compiled")
+                for n in [1, 7, 2, 13, 0, 17]:
+                    pieces.append(joined(net(x[..., t : t + n * unit])))
+                    t += n * unit
+        got = torch.cat(pieces, dim=-1)
+        assert got.shape == whole.shape and whole.abs().max() > 0.1
+        assert torch.allclose(got, whole, atol=1e-5 * whole.abs().max().item()), type(net).__name__
+
+
 def test_a_causal_conv_reads_nothing_of_the_future():
     conv = CausalConv1d(1, 1, 4, stride=2)
     x = torch.randn(1, 1, 64)
@@ -137,7 +175,9 @@ def _in_pieces(stream, data: np.ndarray, cuts: list[int]) -> np.ndarray:
 def test_streamed_codes_equal_the_offline_codes_for_any_chunking(step, cuts):
     offline = MODEL.encode(WAVE, 16000)
     with conv_step(step):
-        codes = _in_pieces(MODEL.stream_encoder(), WAVE, cuts)
+        enc = MODEL.stream_encoder()
+        assert (MODEL.encoder._stream is not None) == (step == "compiled")  # as one list
+        codes = _in_pieces(enc, WAVE, cuts)
     assert np.array_equal(codes, offline)
 
 
@@ -185,6 +225,7 @@ def test_streamed_audio_equals_the_offline_decode_for_any_chunking(step, cuts):
     with conv_step(step):
         dec = STREAM.stream_decoder("b", seed=7)
         assert (dec.synthesis.kernel is not None) == (step == "compiled")
+        assert (STREAM.decoder.net._stream is not None) == (step == "compiled")
         got = _in_pieces(dec, CODES, cuts)
     assert got.shape == offline.shape and np.abs(offline).max() > 0.05
     assert np.abs(got - offline).max() < TOLERANCE * np.abs(offline).max()

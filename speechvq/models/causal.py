@@ -16,6 +16,7 @@ and so gives exactly the offline outputs, however the input is cut.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -79,9 +80,11 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
         matrix = self.weight.detach().reshape(self.out_channels, -1)
         step = conv_step_kernel() if device.type == "cpu" else None
         if step is not None and matrix.dtype == torch.float32:  # the compiled step, on numpy
-            past = np.zeros((batch_size, self.in_channels, self.pad), np.float32)
+            # Time-major, as the compiled step takes it (`models.causal_numba`).
+            past = np.zeros((batch_size, self.pad, self.in_channels), np.float32)
+            taps_first = self.weight.detach().permute(0, 2, 1).reshape(self.out_channels, -1)
             bias = self.bias if self.bias is not None else torch.zeros(self.out_channels)
-            arrays = (np.ascontiguousarray(matrix.numpy()), bias.detach().numpy())
+            arrays = (np.ascontiguousarray(taps_first.numpy()), bias.detach().numpy())
             return ConvState(past, matrix, step, arrays)
         past = torch.zeros(batch_size, self.in_channels, self.pad, device=device)
         return ConvState(past, matrix)
@@ -93,10 +96,9 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
             return super().forward(F.pad(x, (self.pad, 0)))
         k = self.kernel_size[0]
         if state.step is not None:
-            f32 = x.dtype == torch.float32
-            xs = np.ascontiguousarray((x if f32 else x.float()).detach().numpy())
-            out, state.past = state.step(state.past, xs, *state.arrays, k, stride, self.dilation[0])
-            return torch.from_numpy(out) if f32 else torch.from_numpy(out).to(x.dtype)
+            xs = np.ascontiguousarray(x.detach().float().transpose(1, 2).numpy())
+            out = state.run(xs, k, stride, self.dilation[0])
+            return torch.from_numpy(out).transpose(1, 2).to(x.dtype)
         past = state.past
         full = torch.cat([past.to(x.dtype), x], dim=-1) if past.shape[-1] else x
         n = max(0, (full.shape[-1] - self.span) // stride + 1)
@@ -106,17 +108,101 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
         return unrolled_conv1d(full, state.matrix, self.bias, n, k, stride, self.dilation[0])
 
 
+_NO_RESIDUAL = np.zeros((1, 0, 0), np.float32)  # what the compiled step takes for none
+
+
 @dataclass
 class ConvState:
     """A `CausalConv1d`'s stream: the inputs it has not used up, and its kernel as one
     matrix. Updated in place (`nn.Module.__setattr__` costs more than the step)."""
 
-    past: torch.Tensor | np.ndarray  # [B, C, < span]; numpy for the compiled step
+    past: torch.Tensor | np.ndarray  # [B, C, < span]; numpy [B, < span, C] for the compiled step
     matrix: torch.Tensor  # [C', C k], a view of the weight
     # The compiled step (`models.causal_numba`, with numba on a CPU) and its
-    # weight and bias as numpy arrays; None: the torch step (`unrolled_conv1d`).
+    # weight (taps first) and bias as numpy arrays; None: the torch step (`unrolled_conv1d`).
     step: Callable | None = None
     arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def run(
+        self,
+        x: np.ndarray,
+        kernel: int,
+        stride: int,
+        dilation: int,
+        pre: float = 1.0,
+        post: float = 1.0,
+        residual: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The compiled step on time-major `x` `[B, T, C]`: the outputs `[B, n, C']`."""
+        assert self.step is not None and self.arrays is not None
+        if residual is None:
+            residual = _NO_RESIDUAL
+        out, self.past = self.step(
+            self.past, x, *self.arrays, kernel, stride, dilation, pre, post, residual
+        )
+        return out
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One convolution of a network's compiled stream (`CompiledStream`).
+
+    It reads buffer `src` through a leaky ReLU of negative slope `pre` (0 a
+    ReLU, 1 none), adds buffer `add` (a residual) if given, applies `post`,
+    and writes buffer `dst`. Buffer 0 holds the network's input at the start
+    and its output at the end.
+    """
+
+    conv: CausalConv1d
+    src: int = 0
+    dst: int = 0
+    pre: float = 1.0
+    post: float = 1.0
+    add: int | None = None
+
+
+class CompiledStream(StreamingModule):
+    """A network of causal convolutions that streams as one list of compiled steps.
+
+    Streaming layer by layer, a network pays for each module call, the
+    conversions to and from numpy around each compiled step, and each
+    activation and residual sum as torch calls on a few frames: about as much
+    as the arithmetic (docs/streaming.md). A subclass lists its convolutions
+    as `Layer`s (`stream_layers`, beside its `forward`, which it must match:
+    the streaming tests compare both with the offline output), and its
+    `forward` starts with `if self._stream is not None: return self._stream(x)`.
+    Without numba, off the CPU, or for other float types the state is None and
+    `forward` streams layer by layer as before.
+    """
+
+    def stream_layers(self) -> list[Layer] | None:
+        raise NotImplementedError
+
+    def start_stream(self, batch_size: int, device: torch.device) -> Callable | None:
+        layers = self.stream_layers()
+        if layers is None or device.type != "cpu" or conv_step_kernel() is None:
+            return None
+        if any(layer.conv.weight.dtype != torch.float32 for layer in layers):
+            return None
+        return functools.partial(_run_layers, layers)
+
+
+def _run_layers(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
+    """`[B, C, T]` through `layers`, each on its own `ConvState`, to `[B, C', T']`."""
+    buffers = {0: np.ascontiguousarray(x.detach().float().transpose(1, 2).numpy())}
+    for layer in layers:
+        conv = layer.conv
+        residual = buffers[layer.add] if layer.add is not None else None
+        buffers[layer.dst] = conv._stream.run(
+            buffers[layer.src],
+            conv.kernel_size[0],
+            conv.stride[0],
+            conv.dilation[0],
+            layer.pre,
+            layer.post,
+            residual,
+        )
+    return torch.from_numpy(buffers[0]).transpose(1, 2)
 
 
 def unrolled_conv1d(

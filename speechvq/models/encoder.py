@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from speechvq.config import EncoderConfig
-from speechvq.models.causal import CausalConv1d, pointwise
+from speechvq.models.causal import CausalConv1d, CompiledStream, Layer, pointwise
 
 
 class ResidualBlock(nn.Module):
@@ -29,7 +29,7 @@ class ResidualBlock(nn.Module):
         return x + self.proj(torch.relu(self.conv(torch.relu(x))))
 
 
-class Encoder(nn.Module):
+class Encoder(CompiledStream):
     """`[B, 1, T]` waveform to `[B, D, T / 2**downsamples]` latents.
 
     T must be a multiple of the hop (`SpeechVQ.encode` pads); each strided
@@ -99,6 +99,21 @@ class Encoder(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         B, C, T = wave.shape
         assert C == 1 and T % self.hop == 0, f"expected [B, 1, T] with T % {self.hop} == 0"
+        if self._stream is not None:
+            return self._stream(wave)
         h = self.downsample(wave)  # (B, C, T / hop)
         h = self.blocks(h)
         return self.out(torch.relu(h))  # (B, D, F)
+
+    def stream_layers(self) -> list[Layer] | None:
+        """`forward` as compiled steps (`models.causal.CompiledStream`); None if not causal."""
+        if not self.cfg.causal:
+            return None
+        relu = 0.0  # the slope of a ReLU
+        layers = [Layer(m, post=relu) for m in self.downsample if isinstance(m, CausalConv1d)]
+        for block in self.blocks:
+            layers += [
+                Layer(block.conv, src=0, dst=1, pre=relu),
+                Layer(block.proj, src=1, dst=0, pre=relu, add=0),
+            ]
+        return [*layers, Layer(self.out, pre=relu)]

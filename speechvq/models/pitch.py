@@ -16,6 +16,7 @@ the target speaker.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechvq.config import PitchConfig
-from speechvq.models.causal import CausalConv1d, pointwise
+from speechvq.models.causal import CausalConv1d, CompiledStream, Layer, pointwise
 
 # Global scaling of log-F0 for the decoder's conditioning input.
 LOG_F0_CENTER = math.log(150.0)
@@ -70,7 +71,7 @@ class PitchPrediction:
     voicing_logit: torch.Tensor  # [B, F]
 
 
-class PitchPredictor(nn.Module):
+class PitchPredictor(CompiledStream):
     """`[B, D, F]` latents to a speaker-normalised log-F0 contour and voicing logits."""
 
     def __init__(self, latent_dim: int, cfg: PitchConfig):
@@ -106,8 +107,21 @@ class PitchPredictor(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, latents: torch.Tensor) -> PitchPrediction:
-        out = self.net(latents)  # (B, 2, F)
+        out = self.net(latents) if self._stream is None else self._stream(latents)  # (B, 2, F)
         return PitchPrediction(norm_logf0=out[:, 0], voicing_logit=out[:, 1])
+
+    def stream_layers(self) -> list[Layer] | None:
+        """The plain causal net as compiled steps (`models.causal.CompiledStream`); None
+        otherwise (a dilated `FrameNet` streams as its own compiled steps)."""
+        if not all(isinstance(m, CausalConv1d | nn.ReLU) for m in self.net):
+            return None
+        layers: list[Layer] = []
+        for m in self.net:
+            if isinstance(m, nn.ReLU):
+                layers[-1] = dataclasses.replace(layers[-1], post=0.0)
+            else:
+                layers.append(Layer(m))
+        return layers
 
     @staticmethod
     def loss(
