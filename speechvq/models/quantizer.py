@@ -79,11 +79,22 @@ class VectorQuantizer(nn.Module):
         """`[B, T]` codes to `[B, D, T]` codebook rows."""
         return F.embedding(codes, self.codebook).transpose(1, 2)
 
-    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """`[N, D]` vectors to their nearest codes `[N]` (squared Euclidean)."""
+    def nearest(self, flat: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+        """`[N, D]` vectors to their nearest codes `[N]` (squared Euclidean).
+
+        `norms` `[K]` are the codebook rows' squared norms (`code_norms()`), if
+        the caller keeps them: a stream asks for a few frames at a time, where
+        recomputing them cost more than the search.
+        """
         cb = self.codebook.float()
-        dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ cb.t() + cb.pow(2).sum(1)[None]
-        return dist.argmin(dim=1)
+        if norms is None:
+            norms = self.code_norms()
+        # |z - c|^2 less |z|^2, which is the same for every code.
+        return (norms - 2 * F.linear(flat, cb)).argmin(dim=1)
+
+    def code_norms(self) -> torch.Tensor:
+        """The squared norms `[K]` of the codebook rows."""
+        return self.codebook.float().pow(2).sum(1)
 
     def codes(self, z: torch.Tensor) -> torch.Tensor:
         """`[B, D, T]` latents to their codes `[B, T]`: `forward(z).codes` without the rest."""

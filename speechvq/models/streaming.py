@@ -39,6 +39,7 @@ class StreamEncoder:
         self.hop = model.hop_length
         self.pending = np.zeros(0, dtype=np.float32)  # samples of the frame not yet complete
         self.samples = 0
+        self.norms = model.quantizer.code_norms()  # once, not each push
         self._context = streaming(model.encoder, batch_size=1)
         self._context.__enter__()
         self.closed = False
@@ -55,8 +56,9 @@ class StreamEncoder:
         if whole == 0:
             return np.zeros(0, dtype=np.int64)
         chunk = torch.from_numpy(np.ascontiguousarray(x[:whole]))[None, None]
-        latents = self.model.encoder(chunk.to(self.device))
-        return self.model.quantizer.codes(latents)[0].cpu().numpy().astype(np.int64)
+        latents = self.model.encoder(chunk.to(self.device))[0].float()  # [D, n]
+        codes = self.model.quantizer.nearest(latents.transpose(0, 1), self.norms)
+        return codes.cpu().numpy().astype(np.int64)
 
     def flush(self) -> np.ndarray:
         """The last frame's code (zero-padded) if samples are left over, or none; ends it."""
