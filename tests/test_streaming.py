@@ -390,7 +390,7 @@ def test_packet_framing_is_one_byte_and_the_bigram_code_beats_fixed_bits():
     header, fixed = _stream_bytes(STREAM, WAVE, code="fixed")
     head = len(P.header_bytes(header))
     bits = STREAM.config.quantizer.codebook_size.bit_length() - 1  # K = 2^bits
-    assert len(fixed) == head + 30 * (1 + -(-5 * bits // 8)) + 6  # 30 packets, end packet
+    assert len(fixed) == head + 30 * (1 + -(-5 * bits // 8)) + 7  # 30 packets, end packet
     header, bigram = _stream_bytes(STREAM, WAVE)
     assert header.entropy_model == "bigram"  # "auto": the model's table
     assert len(bigram) - len(P.header_bytes(header)) < len(fixed) - head
@@ -457,9 +457,9 @@ def test_a_stream_from_another_model_or_not_a_stream_is_refused():
         StreamDecompressor(other, P.read_header(io.BytesIO(data)))
     with pytest.raises(SpeechVQError, match="not a speechvq packet stream"):
         P.read_header(io.BytesIO(b"RIFF....WAVEfmt "))
-    version_1 = data[:4] + bytes([1]) + data[5:]  # 3-byte framing, range-coded words
-    with pytest.raises(SpeechVQError, match="packet stream version 1; this speechvq reads 2"):
-        P.read_header(io.BytesIO(version_1))
+    for old in (1, 2):  # 1: 3-byte framing, range-coded words; 2: no voice packet
+        with pytest.raises(SpeechVQError, match=f"stream version {old}; this speechvq reads 3"):
+            P.read_header(io.BytesIO(data[:4] + bytes([old]) + data[5:]))
     f = io.BytesIO(data[: len(data) - 3])  # cut off inside the end packet
     reader = StreamDecompressor(STREAM, P.read_header(f)).reader(f, "cut.svqs")
     with pytest.raises(SpeechVQError, match="cut.svqs: the stream ends inside its end packet"):
@@ -543,3 +543,91 @@ def test_compress_and_decompress_stream_through_a_unix_pipe(tmp_path, stream_mod
     offline = STREAM.decode(STREAM.encode(WAVE, 16000), "a", seed=0)[: WAVE.size]
     assert got.size == WAVE.size
     assert np.abs(got - np.clip(offline, -1, 1)).max() < 2e-4 + TOLERANCE * np.abs(offline).max()
+
+
+def test_a_voice_packet_uses_no_sequence_number_and_losing_it_is_no_gap():
+    import io
+
+    from speechvq.codec import packets as P
+
+    header = P.StreamHeader("h", 16000, 64, 16, 5, "fixed")
+    code = STREAM_CODE.fixed(16)
+    five = np.arange(5)
+    stream = (
+        P.header_bytes(header)
+        + P.packet_bytes(0, five, code, 5)
+        + P.voice_packet_bytes(1, b"voice")
+        + P.packet_bytes(1, five, code, 5)
+        + P.end_bytes(2, 640)
+    )
+    f = io.BytesIO(stream)
+    events = list(P.PacketReader(f, P.read_header(f), code, "test").events())
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Packet", "VoiceUpdate", "Packet", "End"]
+    assert events[1].data == b"voice" and events[3].num_samples == 640
+    lost = stream.replace(P.voice_packet_bytes(1, b"voice"), b"")  # dropped on the way
+    f = io.BytesIO(lost)
+    kinds = [type(e).__name__ for e in P.PacketReader(f, P.read_header(f), code, "t").events()]
+    assert kinds == ["Packet", "Packet", "End"]  # no Lost: the receiver keeps its voice
+    with pytest.raises(ValueError, match="1 to 255 bytes"):
+        P.voice_packet_bytes(0, b"")
+
+
+def test_the_sender_measures_its_voice_and_the_receiver_follows_it():
+    import io
+
+    from speechvq.codec import packets as P
+    from speechvq.inference.streaming import StreamCompressor, StreamDecompressor
+
+    model = speechvq.load("small-stream-spk")
+    wave = synth_speechlike(2.0, seed=5)
+    with pytest.raises(SpeechVQError, match="no speaker encoder"):
+        StreamCompressor(STREAM, 16000, send_voice=1.0)
+    comp = StreamCompressor(model, 16000, send_voice=1.0, threaded=False)
+    data = comp.start() + b"".join(comp.push(wave[t : t + 320]) for t in range(0, wave.size, 320))
+    data += comp.flush()
+    assert comp.voice_sent_at == 1.0  # measured on exactly the first second, then sent
+    measured = model.voice([(wave[:16000], 16000)])
+    assert np.allclose(comp.sent_voice.vector, measured.vector)
+
+    def decode(voice):
+        f = io.BytesIO(data)
+        decomp = StreamDecompressor(model, P.read_header(f), voice=voice, seed=0)
+        audio = np.concatenate([decomp.feed(e) for e in decomp.reader(f).events()])
+        return decomp, audio
+
+    follows, a = decode(None)  # no voice given: the stream's, then the sender's
+    fixed, b = decode(model.speakers[0])  # a voice given: voice packets are ignored
+    assert follows.voice_updates == 1 and fixed.voice_updates == 0
+    assert follows.decoder.mean.item() == pytest.approx(measured.logf0_mean, abs=1e-2)
+    switch = 16000 - 320 - 3 * 64  # before the last push of the second, less 3 frames held back
+    peak = np.abs(b).max()
+    diff = np.abs(a - b) > 1e-4 * peak
+    assert not diff[:switch].any() and diff[switch : switch + 640].any()  # from the packet on
+    assert np.abs(a[switch + 3200 :] - b[switch + 3200 :]).max() > 0.05 * peak  # then not
+
+
+def test_compress_stream_sends_the_senders_voice_by_default_with_a_speaker_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from speechvq.audio.io import save_audio
+    from speechvq.cli import app
+
+    src = tmp_path / "in.wav"
+    save_audio(src, synth_speechlike(2.0, seed=6), 16000)
+    run = CliRunner().invoke
+    r = run(
+        app, ["compress", "--stream", str(src), str(tmp_path / "s.svqs"), "-m", "small-stream-spk"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "the sender's voice sent after 3.0 s" not in r.output  # a 2 s input: too short
+    args = ["compress", "--stream", str(src), str(tmp_path / "v.svqs"), "-m", "small-stream-spk"]
+    r = run(app, [*args, "--send-voice", "1"])
+    assert r.exit_code == 0 and "the sender's voice sent after 1.0 s" in r.output, r.output
+    r = run(app, ["decompress", "--stream", str(tmp_path / "v.svqs"), str(tmp_path / "v.wav"),
+                  "-m", "small-stream-spk"])  # fmt: skip
+    assert r.exit_code == 0 and "in the sender's voice" in r.output, r.output
+    r = run(app, ["compress", str(src), str(tmp_path / "f.svq"), "--send-voice", "1"])
+    assert r.exit_code != 0 and "--send-voice needs --stream" in r.output
+    r = run(app, [*args, "--send-voice", "1", "-m", "small-stream", "--force"])
+    assert r.exit_code != 0 and "no speaker encoder" in r.output

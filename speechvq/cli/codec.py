@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from speechvq.cli.common import (
+    DEFAULT_SEND_VOICE,
     ExactOpt,
     ForceOpt,
     ModelOpt,
@@ -18,6 +19,7 @@ from speechvq.cli.common import (
     errors,
     load_model,
     pick_voice,
+    sender_voice_seconds,
 )
 from speechvq.errors import SpeechVQError
 
@@ -180,6 +182,15 @@ def compress(
     ),
     rate: int = typer.Option(16000, "--rate", help="--stream: sample rate of the PCM input."),
     packet_ms: float = typer.Option(20.0, "--packet-ms", help="--stream: audio per packet."),
+    send_voice: float | None = typer.Option(
+        None,
+        "--send-voice",
+        metavar="SECONDS",
+        help="--stream: measure the sender's voice on the first SECONDS of input and send it "
+        "in the stream, so the receiver decodes in it (a model with a speaker encoder); 0: "
+        f"never. Default {DEFAULT_SEND_VOICE:g} s for such a model with no --speaker or "
+        "--speaker-wav.",
+    ),
     force: bool = ForceOpt,
 ):
     """Encode speech and entropy-code its codes into a self-describing .svq file."""
@@ -195,14 +206,24 @@ def compress(
             if not stream:
                 raise SpeechVQError("--speaker-wav needs --stream (a file keeps its own voice)")
             voice, _ = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav")
+        if send_voice is not None and not stream:
+            raise SpeechVQError("--send-voice needs --stream (a file keeps its own voice)")
         if stream:
             from speechvq.cli.streaming import compress_stream
 
-            comp = compress_stream(m, input, output, rate, packet_ms, speaker, entropy, voice)
+            seconds = sender_voice_seconds(m, send_voice, speaker is not None or voice is not None)
+            comp = compress_stream(
+                m, input, output, rate, packet_ms, speaker, entropy, voice, seconds
+            )
             if report or str(output) != "-":
-                seconds = comp.samples / m.sample_rate
+                sent = (
+                    f"; the sender's voice sent after {comp.voice_sent_at:.1f} s"
+                    if comp.voice_sent_at is not None
+                    else ""
+                )
                 typer.echo(
-                    f"{output}: {comp.sequence} packets of {packet_ms:g} ms, {seconds:.2f} s",
+                    f"{output}: {comp.sequence} packets of {packet_ms:g} ms, "
+                    f"{comp.samples / m.sample_rate:.2f} s{sent}",
                     err=str(output) == "-",
                 )
             return
@@ -270,7 +291,13 @@ def decompress(
             lost = (
                 f", {decomp.lost_packets} lost packet(s) concealed" if decomp.lost_packets else ""
             )
-            typer.echo(f"{output}: {written / m.sample_rate:.2f} s{lost}", err=str(output) == "-")
+            followed = (
+                ", in the sender's voice from its voice packet" if decomp.voice_updates else ""
+            )
+            typer.echo(
+                f"{output}: {written / m.sample_rate:.2f} s{lost}{followed}",
+                err=str(output) == "-",
+            )
             return
         if str(input) == "-" or str(output) == "-":
             raise SpeechVQError("'-' (a pipe) needs --stream")

@@ -129,3 +129,14 @@ def pick_voice(m, name: str | None, wavs: list[Path] | None, name_opt: str, wav_
     except SpeechVQError as exc:
         raise SpeechVQError(f"{', '.join(map(str, wavs))}: {exc}") from None
     return voice, "the voice of " + ", ".join(p.name for p in wavs)
+
+
+DEFAULT_SEND_VOICE = 3.0  # seconds of a live input its voice is measured on
+
+
+def sender_voice_seconds(m, option: float | None, voice_given: bool) -> float | None:
+    """`--send-voice`: None (the default) is `DEFAULT_SEND_VOICE` for a model with a
+    speaker encoder whose stream names no voice, 0 is never."""
+    if option is None:
+        return DEFAULT_SEND_VOICE if m.speaker_encoder is not None and not voice_given else None
+    return option or None

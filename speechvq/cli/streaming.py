@@ -15,6 +15,7 @@ import typer
 
 from speechvq.audio.io import to_pcm16
 from speechvq.cli.common import (
+    DEFAULT_SEND_VOICE,
     ForceOpt,
     ModelOpt,
     app,
@@ -22,6 +23,7 @@ from speechvq.cli.common import (
     errors,
     load_model,
     pick_voice,
+    sender_voice_seconds,
 )
 from speechvq.errors import SpeechVQError
 
@@ -29,25 +31,33 @@ PCM_BLOCK = 640  # bytes read from a pipe at a time: 20 ms of 16-bit mono at 16 
 
 
 def compress_stream(
-    m, input: Path, output: Path, rate: int, packet_ms: float, speaker, entropy, voice=None
+    m,
+    input: Path,
+    output: Path,
+    rate: int,
+    packet_ms: float,
+    speaker,
+    entropy,
+    voice=None,
+    send_voice: float | None = None,
 ):
     """`input` (raw 16-bit little-endian mono PCM at `rate` if '-', else an audio file) to
     `.svqs` packets on `output` ('-': standard output), each written as it is made; the
-    header names `speaker` or carries `voice` (a `Voice`) if given."""
+    header names `speaker` or carries `voice` (a `Voice`) if given, and with
+    `send_voice` seconds the sender's measured voice follows in a voice packet."""
     from speechvq.inference.streaming import StreamCompressor
 
+    options = dict(
+        packet_ms=packet_ms, speaker=speaker, voice=voice, entropy=entropy, send_voice=send_voice
+    )
     if str(input) == "-":
-        comp = StreamCompressor(
-            m, rate, packet_ms=packet_ms, speaker=speaker, voice=voice, entropy=entropy
-        )
+        comp = StreamCompressor(m, rate, **options)  # live: the voice measured in a thread
         blocks = _pcm_blocks(sys.stdin.buffer)
     else:
         from speechvq.audio.io import load_audio
 
         wave, sr = load_audio(input)
-        comp = StreamCompressor(
-            m, sr, packet_ms=packet_ms, speaker=speaker, voice=voice, entropy=entropy
-        )
+        comp = StreamCompressor(m, sr, threaded=False, **options)  # a file: no hurry
         step = max(1, sr // 50)
         blocks = (wave[t : t + step] for t in range(0, wave.size, step))
     with _open_out(output) as out:
@@ -112,6 +122,14 @@ def stream(
     target_wav: list[Path] | None = typer.Option(
         None, "--target-wav", help="Decode in the voice of these recordings."
     ),
+    send_voice: float | None = typer.Option(
+        None,
+        "--send-voice",
+        metavar="SECONDS",
+        help="The sender measures its voice on the first SECONDS and sends it, and the "
+        "receiver follows it (a model with a speaker encoder); 0: never. Default "
+        f"{DEFAULT_SEND_VOICE:g} s for such a model with no target voice.",
+    ),
     model: str | None = ModelOpt,
     threads: int = typer.Option(1, "--threads", help="CPU threads (the timing is per thread)."),
     force: bool = ForceOpt,
@@ -131,7 +149,10 @@ def stream(
         if target_speaker is not None or target_wav:
             voice, _ = pick_voice(m, target_speaker, target_wav, "--target-speaker", "--target-wav")
         wave, sr = load_audio(input, m.sample_rate)
-        r = loopback(m, wave, sr, chunk_ms=chunk_ms, packet_ms=packet_ms, voice=voice)
+        seconds = sender_voice_seconds(m, send_voice, voice is not None)
+        r = loopback(
+            m, wave, sr, chunk_ms=chunk_ms, packet_ms=packet_ms, voice=voice, send_voice=seconds
+        )
         save_audio(output, r.audio, m.sample_rate)
         ms = np.asarray(r.compute_ms)
         typer.echo(f"{output}: {r.audio.size / m.sample_rate:.2f} s")
@@ -148,6 +169,14 @@ def stream(
             f"  {r.bitrate:,.0f} bit/s on the wire (packet framing and the {r.header_bytes}-byte "
             f"header included; the packets alone {r.packet_bitrate:,.0f} bit/s)"
         )
+        if r.voice_sent_at is not None:
+            typer.echo(
+                f"  the sender's voice, measured on its first {r.voice_sent_at:.1f} s, was sent "
+                f"in the stream and decoded in from then on ({r.voice_ms:.0f} ms of compute, "
+                "not counted above: live, it runs in a thread beside the stream)"
+            )
+        elif seconds is not None:
+            typer.echo(f"  no voice packet: under {seconds:g} s of input with enough speech")
 
 
 def _compiled() -> bool:

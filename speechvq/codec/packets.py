@@ -1,11 +1,11 @@
 """The `.svqs` packet stream: codes sent a packet at a time, each decodable on arrival.
 
 For live audio (issue 18), beside the `.svq` file (`bitstream.py`), which
-needs the whole utterance. Version 2, all integers little-endian:
+needs the whole utterance. Version 3, all integers little-endian:
 
     stream   header, then packets, the last an end packet
     header   4     magic b"SVQS"
-             1     version (uint8), currently 2
+             1     version (uint8), currently 3
              2     JSON length N (uint16)
              N     UTF-8 JSON object (`StreamHeader`)
     packet   1     sequence number mod 128 (bit 7 clear)
@@ -15,19 +15,26 @@ needs the whole utterance. Version 2, all integers little-endian:
     short    1     128 + sequence number mod 128: only the last packet may be short
              1     frames n (1..255)
              ...   the n codes, as above
-    end      1     128 + sequence number mod 128
+    control  1     128 + sequence number mod 128
              1     0
-             4     samples in the stream (uint32), to trim the last frame
+             1     kind: 0 end, 1 voice
+    end      4     samples in the stream (uint32), to trim the last frame
+    voice    1     length L
+             L     a voice (the sender's, measured as the stream went on), packed
+                   as in the `.svq` header (`inference.compression.voice_bytes`)
 
 A packet carries no length: its reader decodes the codes it knows are there
 and the bits end with them. Each packet's codes are coded on their own (its
 first code without context), so any packet decodes without the ones before
 it: a lost packet is a gap in the sequence numbers, which the reader reports
-and the decoder conceals, and the stream goes on. Framing costs one byte a
-packet (0.4 kbit/s at 20 ms). There is no checksum: a pipe does not corrupt
-bytes, and a datagram transport has its own. Version 1 (3 bytes of framing
-and a range-coded payload of whole 32-bit words, 4.8 kbit/s at 20 ms) is no
-longer read.
+and the decoder conceals, and the stream goes on. A voice packet takes no
+sequence number (its tag carries the next packet's, unread), so losing one
+leaves a gap in nothing: the receiver keeps the voice it had. Framing costs
+one byte a packet (0.4 kbit/s at 20 ms). There is no checksum: a pipe does
+not corrupt bytes, and a datagram transport has its own. Versions 1 (3 bytes
+of framing and a range-coded payload) and 2 (version 3 without the voice
+packet, its end packet without the kind byte) are no longer read: a packet
+stream is for live audio, and `.svq` is the format to keep.
 """
 
 from __future__ import annotations
@@ -45,10 +52,11 @@ from speechvq.codec.prefix import PacketCode
 from speechvq.errors import SpeechVQError
 
 MAGIC = b"SVQS"
-STREAM_VERSION = 2
+STREAM_VERSION = 3
 _HEAD = struct.Struct("<4sBH")
 _END = struct.Struct("<I")
-_CONTROL = 0x80  # tag bit: a short or end packet, a frame count follows
+_CONTROL = 0x80  # tag bit: a short or control packet, a frame count follows
+_END_KIND, _VOICE_KIND = 0, 1  # the kinds of control packet (frame count 0)
 _SEQUENCE = 128
 
 
@@ -85,6 +93,14 @@ class End:
     num_samples: int
 
 
+@dataclass(frozen=True)
+class VoiceUpdate:
+    """A voice sent in the stream: from here on, decode in it (the bytes of
+    `inference.compression.voice_bytes`)."""
+
+    data: bytes
+
+
 def header_bytes(header: StreamHeader) -> bytes:
     body = json.dumps(dataclasses.asdict(header), sort_keys=True).encode()
     return _HEAD.pack(MAGIC, STREAM_VERSION, len(body)) + body
@@ -104,7 +120,14 @@ def packet_bytes(
 
 
 def end_bytes(sequence: int, num_samples: int) -> bytes:
-    return bytes([_CONTROL | sequence % _SEQUENCE, 0]) + _END.pack(num_samples)
+    return bytes([_CONTROL | sequence % _SEQUENCE, 0, _END_KIND]) + _END.pack(num_samples)
+
+
+def voice_packet_bytes(sequence: int, data: bytes) -> bytes:
+    """A voice packet before packet `sequence` (which it does not use up)."""
+    if not 1 <= len(data) <= 255:
+        raise ValueError(f"a voice packet holds 1 to 255 bytes, not {len(data)}")
+    return bytes([_CONTROL | sequence % _SEQUENCE, 0, _VOICE_KIND, len(data)]) + data
 
 
 def read_header(f: BinaryIO, name: str = "<stream>") -> StreamHeader:
@@ -125,7 +148,8 @@ def read_header(f: BinaryIO, name: str = "<stream>") -> StreamHeader:
 
 class PacketReader:
     """The packets of a stream from `f` as they arrive: `events()` yields each `Packet`,
-    a `Lost` before one that follows a gap in the sequence numbers, and `End` last,
+    a `Lost` before one that follows a gap in the sequence numbers, a `VoiceUpdate` for
+    each voice packet, and `End` last,
     and returns when `f` has no more bytes for now (a stream cut off without an end
     packet just stops). It can be called again as more bytes arrive."""
 
@@ -134,7 +158,7 @@ class PacketReader:
         self.expected: int | None = None
         self.ended = False
 
-    def events(self) -> Iterator[Packet | Lost | End]:
+    def events(self) -> Iterator[Packet | Lost | VoiceUpdate | End]:
         f, name = self.f, self.name
         while not self.ended:
             first = f.read(1)
@@ -144,6 +168,14 @@ class PacketReader:
             sequence, n = tag & ~_CONTROL, self.header.frames_per_packet
             if tag & _CONTROL:
                 n = _read(f, 1, name, "a packet")[0]
+            if n == 0:
+                kind = _read(f, 1, name, "a control packet")[0]
+                if kind == _VOICE_KIND:  # no sequence number of its own
+                    length = _read(f, 1, name, "a voice packet")[0]
+                    yield VoiceUpdate(_read(f, length, name, "a voice packet"))
+                    continue
+                if kind != _END_KIND:
+                    raise SpeechVQError(f"{name}: unknown control packet kind {kind}")
             if self.expected is not None and sequence != self.expected:
                 yield Lost((sequence - self.expected) % _SEQUENCE)
             self.expected = (sequence + 1) % _SEQUENCE

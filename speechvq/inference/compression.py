@@ -271,19 +271,32 @@ _VOICE_HEAD = struct.Struct("<3e")
 
 def pack_voice(voice: Voice) -> str:
     """A `Voice` as the compact text an `.svq` header stores."""
-    v = np.asarray(voice.vector, dtype=np.float32)
-    scale = float(np.abs(v).max()) / 127 or 1.0
-    q = np.clip(np.round(v / scale), -127, 127).astype(np.int8)
-    head = _VOICE_HEAD.pack(scale, voice.logf0_mean, voice.logf0_std)
-    return base64.b64encode(head + q.tobytes()).decode("ascii")
+    return base64.b64encode(voice_bytes(voice)).decode("ascii")
 
 
 def unpack_voice(text: str, path: str | os.PathLike = "<svq>") -> Voice:
     """The `Voice` of `pack_voice` text; a damaged one raises `SpeechVQError`."""
     try:
         data = base64.b64decode(text, validate=True)
-        scale, mean, std = _VOICE_HEAD.unpack_from(data)
-    except (ValueError, struct.error):
+    except ValueError:
         raise SpeechVQError(f"{path}: corrupted voice in the .svq header") from None
+    return voice_from_bytes(data, path)
+
+
+def voice_bytes(voice: Voice) -> bytes:
+    """A `Voice` in a few bytes: its scale and log-F0 level (float16 each), then the
+    vector as int8."""
+    v = np.asarray(voice.vector, dtype=np.float32)
+    scale = float(np.abs(v).max()) / 127 or 1.0
+    q = np.clip(np.round(v / scale), -127, 127).astype(np.int8)
+    return _VOICE_HEAD.pack(scale, voice.logf0_mean, voice.logf0_std) + q.tobytes()
+
+
+def voice_from_bytes(data: bytes, path: str | os.PathLike = "<svq>") -> Voice:
+    """The `Voice` of `voice_bytes`; a damaged one raises `SpeechVQError`."""
+    try:
+        scale, mean, std = _VOICE_HEAD.unpack_from(data)
+    except struct.error:
+        raise SpeechVQError(f"{path}: corrupted voice") from None
     q = np.frombuffer(data[_VOICE_HEAD.size :], dtype=np.int8)
     return Voice(vector=q.astype(np.float32) * np.float32(scale), logf0_mean=mean, logf0_std=std)

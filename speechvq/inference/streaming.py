@@ -19,7 +19,13 @@ import numpy as np
 from speechvq.codec import packets as P
 from speechvq.codec.prefix import PacketCode
 from speechvq.errors import SpeechVQError
-from speechvq.inference.compression import model_hash_of, pack_voice, unpack_voice
+from speechvq.inference.compression import (
+    model_hash_of,
+    pack_voice,
+    unpack_voice,
+    voice_bytes,
+    voice_from_bytes,
+)
 from speechvq.models.voice import Voice
 from speechvq.version import __version__
 
@@ -58,7 +64,16 @@ def frames_per_packet(model: Any, packet_ms: float) -> int:
 
 
 class StreamCompressor:
-    """Samples `[n]` at `sample_rate` in, `.svqs` bytes out (`header`, `push`, `flush`)."""
+    """Samples `[n]` at `sample_rate` in, `.svqs` bytes out (`header`, `push`, `flush`).
+
+    With `send_voice` (seconds; a model with a speaker encoder), it measures
+    the sender's voice on the first `send_voice` seconds of input and sends it
+    in a voice packet, so the receiver decodes in it from then on. The
+    measurement (0.6 s of compute for 3 s) runs in a thread beside the stream
+    (`threaded`; else inside the `push` that completes the seconds); input
+    with too little voiced speech is measured again each further second, on
+    its last `VOICE_WINDOW_S` seconds.
+    """
 
     def __init__(
         self,
@@ -69,9 +84,16 @@ class StreamCompressor:
         speaker: str | None = None,
         voice: Voice | None = None,
         entropy: str = "auto",  # the packet code (`PACKET_CODES`)
+        send_voice: float | None = None,
+        threaded: bool = True,
     ):
         if speaker is not None:
             model.speaker_id(speaker)
+        if send_voice is not None and model.speaker_encoder is None:
+            raise SpeechVQError(
+                "this model has no speaker encoder: it cannot measure the sender's voice "
+                "(a -spk model can)"
+            )
         self.model, self.rate = model, int(sample_rate)
         self.fpp = frames_per_packet(model, packet_ms)
         self.code = packet_code(model, entropy).prepare()
@@ -95,6 +117,11 @@ class StreamCompressor:
         self.pending = np.zeros(0, dtype=np.int64)
         self.sequence = 0
         self.samples = 0  # at the model's rate
+        self.voice_meter = (
+            VoiceMeter(model, send_voice, threaded) if send_voice is not None else None
+        )
+        self.sent_voice: Voice | None = None  # the voice packet's, once sent
+        self.voice_sent_at: float | None = None  # seconds of input by then
 
     def start(self) -> bytes:
         return P.header_bytes(self.header)
@@ -104,14 +131,27 @@ class StreamCompressor:
         if self.resampler is not None:
             x = self.resampler.resample_chunk(x, last=last)
         self.samples += x.size
+        out = self._voice_packet(x, wait=last)
         self.pending = np.concatenate([self.pending, self.encoder.push(x)])
-        return self._packets(whole_only=True)
+        return out + self._packets(whole_only=True)
 
     def flush(self) -> bytes:
         out = self.push(np.zeros(0, dtype=np.float32), last=True)
         self.pending = np.concatenate([self.pending, self.encoder.flush()])
         out += self._packets(whole_only=False)
         return out + P.end_bytes(self.sequence, self.samples)
+
+    def _voice_packet(self, x: np.ndarray, wait: bool) -> bytes:
+        """The voice packet, in the push where the sender's voice becomes known."""
+        meter = self.voice_meter
+        if meter is None or self.sent_voice is not None:
+            return b""
+        voice = meter.push(x, wait)
+        if voice is None:
+            return b""
+        self.sent_voice = voice
+        self.voice_sent_at = self.samples / self.model.sample_rate
+        return P.voice_packet_bytes(self.sequence, voice_bytes(voice))
 
     def _packets(self, whole_only: bool) -> bytes:
         out = b""
@@ -120,6 +160,61 @@ class StreamCompressor:
             out += P.packet_bytes(self.sequence, codes, self.code, self.fpp)
             self.sequence += 1
         return out
+
+
+VOICE_WINDOW_S = 10.0  # the most input a voice is measured on
+
+
+class VoiceMeter:
+    """The voice of a live input once `seconds` of it have arrived (`push` returns
+    it once, then None), measured by the model's speaker encoder."""
+
+    def __init__(self, model: Any, seconds: float, threaded: bool = True):
+        if seconds <= 0:
+            raise SpeechVQError(f"--send-voice {seconds:g}: give a number of seconds above 0")
+        self.model, self.threaded = model, threaded
+        self.rate = model.sample_rate
+        self.need = max(1.0, seconds)  # a voice needs a second of audio at least
+        self.audio = np.zeros(0, dtype=np.float32)  # the last VOICE_WINDOW_S s
+        self.heard = 0.0  # seconds of input so far
+        self.future: Any = None  # the measurement under way
+        self.done = False
+        self.compute_ms = 0.0  # spent measuring, when not threaded
+
+    def push(self, x: np.ndarray, wait: bool = False) -> Voice | None:
+        if self.done:
+            return None
+        self.heard += x.size / self.rate
+        keep = int(VOICE_WINDOW_S * self.rate)
+        self.audio = np.concatenate([self.audio, x])[-keep:]
+        if self.future is None and self.heard >= self.need:
+            self.future = self._start(self.audio.copy())
+        if self.future is None or not (wait or self.future.done()):
+            return None
+        try:
+            voice = self.future.result()
+        except SpeechVQError:  # too little voiced speech yet: try again a second on
+            self.future, self.need = None, self.heard + 1.0
+            return None
+        self.done = True
+        return voice
+
+    def _start(self, audio: np.ndarray) -> Any:
+        import concurrent.futures
+
+        if self.threaded:
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            future = pool.submit(self.model.voice, [(audio, self.rate)])
+            pool.shutdown(wait=False)
+            return future
+        future = concurrent.futures.Future()
+        t0 = time.perf_counter()
+        try:
+            future.set_result(self.model.voice([(audio, self.rate)]))
+        except SpeechVQError as exc:
+            future.set_exception(exc)
+        self.compute_ms += 1000 * (time.perf_counter() - t0)
+        return future
 
 
 class StreamDecompressor:
@@ -133,6 +228,7 @@ class StreamDecompressor:
                 f"the stream was made by model {header.model_hash}, not this one "
                 f"({model_hash_of(model)})"
             )
+        self.follows_sender = voice is None  # a voice packet changes it; a given voice stays
         if voice is None:
             if header.voice is not None:
                 voice = unpack_voice(header.voice)
@@ -143,9 +239,15 @@ class StreamDecompressor:
         self.decoder = model.stream_decoder(voice, seed=seed)
         self.last_code = 0
         self.lost_packets = 0
+        self.voice_updates = 0  # voice packets followed
         self.num_samples: int | None = None
 
-    def feed(self, event: P.Packet | P.Lost | P.End) -> np.ndarray:
+    def feed(self, event: P.Packet | P.Lost | P.VoiceUpdate | P.End) -> np.ndarray:
+        if isinstance(event, P.VoiceUpdate):
+            if self.follows_sender:
+                self.decoder.set_voice(voice_from_bytes(event.data, "<voice packet>"))
+                self.voice_updates += 1
+            return np.zeros(0, dtype=np.float32)
         if isinstance(event, P.Packet):
             codes = event.codes
         elif isinstance(event, P.Lost):
@@ -173,6 +275,8 @@ class LoopbackResult:
     bytes_sent: int  # the header and every packet
     header_bytes: int  # the stream header's share (sent once, at the start)
     seconds: float
+    voice_sent_at: float | None = None  # seconds into the input when the voice packet went
+    voice_ms: float = 0.0  # compute of measuring that voice (not in `compute_ms`)
 
     @property
     def bitrate(self) -> float:
@@ -200,9 +304,12 @@ def loopback(
     packet_ms: float = 20.0,
     voice: str | Voice | None = None,
     seed: int = 0,
+    send_voice: float | None = None,
 ) -> LoopbackResult:
     """`wave` through compressor, packets and decompressor in chunks of `chunk_ms`, as a
-    live link would carry it; each chunk's compute is timed."""
+    live link would carry it; each chunk's compute is timed. `send_voice` seconds: the
+    sender measures its voice and sends it (`StreamCompressor`), which the receiver
+    follows unless `voice` is given."""
     import io
 
     from speechvq.models.streaming import algorithmic_latency
@@ -210,7 +317,12 @@ def loopback(
     latency = algorithmic_latency(model)
     if latency is None:
         raise SpeechVQError("this model cannot stream (a -stream preset can)")
-    comp = StreamCompressor(model, sample_rate, packet_ms=packet_ms)
+    # The voice is measured in the push that completes its seconds, and that time is
+    # taken out of the chunk's: live, it runs in a thread beside the stream.
+    comp = StreamCompressor(
+        model, sample_rate, packet_ms=packet_ms, send_voice=send_voice, threaded=False
+    )
+    meter = comp.voice_meter
     decomp = StreamDecompressor(model, comp.header, voice=voice, seed=seed)
     pipe = io.BytesIO()
     reader = decomp.reader(pipe, "<loopback>")
@@ -219,6 +331,7 @@ def loopback(
     pieces, compute = [], []
     wave = np.asarray(wave, dtype=np.float32).reshape(-1)
     starts = list(range(0, wave.size, chunk))
+    measured = 0.0  # ms spent measuring the voice so far
     for k, t in enumerate(starts):
         t0 = time.perf_counter()
         data = comp.push(wave[t : t + chunk])
@@ -231,7 +344,9 @@ def loopback(
         for event in reader.events():
             pieces.append(decomp.feed(event))
         pipe.seek(0, io.SEEK_END)
-        compute.append(1000 * (time.perf_counter() - t0))
+        voice_ms = meter.compute_ms if meter is not None else 0.0
+        compute.append(1000 * (time.perf_counter() - t0) - (voice_ms - measured))
+        measured = voice_ms
     audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
     if decomp.num_samples is not None:
         audio = audio[: decomp.num_samples]
@@ -244,4 +359,6 @@ def loopback(
         bytes_sent=sent,
         header_bytes=header,
         seconds=wave.size / sample_rate,
+        voice_sent_at=comp.voice_sent_at,
+        voice_ms=measured,
     )

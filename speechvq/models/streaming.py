@@ -104,6 +104,10 @@ class StreamDecoder:
         self.closed = False
         model.eval()
 
+    def set_voice(self, voice: Any) -> None:
+        """Decode the codes pushed from now on in `voice` (a name or a `Voice`)."""
+        self.voice, self.mean, self.std = self.model._voice_tensors(voice)
+
     @torch.no_grad()
     def push(self, codes: np.ndarray) -> np.ndarray:
         from speechvq.models.pitch import PitchPredictor
