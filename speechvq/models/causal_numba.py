@@ -87,13 +87,13 @@ def conv_step_kernel() -> Callable | None:
                     window[(P + t) * C + c] = v if v >= 0 else pre * v
             if runs == 1 and run < 16:  # a few inputs an output (the first layer, on samples)
                 _narrow(window, weight, bias, out[b], n, stride * C, run)
-                o = cout  # done: skip the loop below
+                first = cout  # done: skip the loop below
             else:
-                o = 0
+                first = 0
             # The product in plain loops, not BLAS: a weight row is read once for
             # four outputs, and no BLAS thread pool wakes up (one thread, as
             # benchmarked; at 5 frames BLAS is no faster here).
-            for o in range(o, cout):
+            for o in range(first, cout):
                 w = weight[o]
                 i = 0
                 while i + 4 <= n:
