@@ -131,7 +131,7 @@ def pick_voice(m, name: str | None, wavs: list[Path] | None, name_opt: str, wav_
     return voice, "the voice of " + ", ".join(p.name for p in wavs)
 
 
-DEFAULT_SEND_VOICE = 3.0  # seconds of a live input its voice is measured on
+DEFAULT_SEND_VOICE = 1.5  # seconds of a live input its voice is measured on (docs/streaming.md)
 
 
 def sender_voice_seconds(m, option: float | None, voice_given: bool) -> float | None:
