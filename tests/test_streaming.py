@@ -590,6 +590,13 @@ def test_the_sender_measures_its_voice_and_the_receiver_follows_it():
     measured = model.voice([(wave[:16000], 16000)])
     assert np.allclose(comp.sent_voice.vector, measured.vector)
 
+    late = StreamCompressor(model, 16000, send_voice=1.0, threaded=False)  # silence first
+    later = np.concatenate([np.zeros(16000, np.float32), wave])
+    for t in range(0, later.size, 320):
+        late.push(later[t : t + 320])
+    late.flush()
+    assert late.voice_sent_at == 2.0  # silent at 1 s: measured again a second on
+
     def decode(voice):
         f = io.BytesIO(data)
         decomp = StreamDecompressor(model, P.read_header(f), voice=voice, seed=0)
