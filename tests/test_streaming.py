@@ -596,6 +596,12 @@ def test_the_sender_measures_its_voice_and_the_receiver_follows_it():
         late.push(later[t : t + 320])
     late.flush()
     assert late.voice_sent_at == 2.0  # silent at 1 s: measured again a second on
+    live = StreamCompressor(model, 16000, send_voice=1.0)  # in a thread beside the stream
+    for t in range(0, wave.size, 320):
+        live.push(wave[t : t + 320])
+    live.flush()  # waits for the measurement if it is still going
+    assert 1.0 <= live.voice_sent_at <= 2.0
+    assert np.allclose(live.sent_voice.vector, measured.vector)  # on the same first second
 
     def decode(voice):
         f = io.BytesIO(data)
