@@ -163,7 +163,7 @@ def stream(
         typer.echo(
             f"  compute per {chunk_ms:g} ms chunk: mean {ms.mean():.2f} ms, max {ms.max():.2f} ms "
             f"({chunk_ms / max(ms.mean(), 1e-9):.1f}x real time)"
-            + ("" if _compiled() else "; without numba: pip install 'speechvq[fast]' for ~1.6x")
+            + ("" if _compiled() else "; without numba: pip install 'speechvq[fast]' for ~2x")
         )
         typer.echo(
             f"  {r.bitrate:,.0f} bit/s on the wire (packet framing and the {r.header_bytes}-byte "

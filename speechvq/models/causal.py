@@ -95,10 +95,8 @@ class CausalConv1d(nn.Conv1d, StreamingModule):
         if state is None:
             return super().forward(F.pad(x, (self.pad, 0)))
         k = self.kernel_size[0]
-        if state.step is not None:
-            xs = np.ascontiguousarray(x.detach().float().transpose(1, 2).numpy())
-            out = state.run(xs, k, stride, self.dilation[0])
-            return torch.from_numpy(out).transpose(1, 2).to(x.dtype)
+        if state.step is not None:  # the compiled step: a list of one layer
+            return _run_layers([Layer(self)], x).to(x.dtype)
         past = state.past
         full = torch.cat([past.to(x.dtype), x], dim=-1) if past.shape[-1] else x
         n = max(0, (full.shape[-1] - self.span) // stride + 1)

@@ -24,6 +24,7 @@ from speechvq.models.decoders.source_filter import (
     NOISE_FFT,
     Controls,
     SourceFilterDecoder,
+    _hann,
     exp_sigmoid,
 )
 
@@ -48,7 +49,8 @@ class SynthesisStream:
         # The compiled harmonic bank (numba, one stream on a CPU), else the decoder's own.
         self.kernel = harmonic_kernel() if _on_cpu(decoder) else None
         # On a CPU the noise filter's FFTs run in numpy (`_numpy_noise`), with torch's window.
-        self.window = torch.hann_window(NOISE_FFT).numpy() if _on_cpu(decoder) else None
+        cpu = torch.device("cpu")
+        self.window = _hann(NOISE_FFT, cpu).numpy() if _on_cpu(decoder) else None
         self.noise_mag = np.zeros((0, NOISE_FFT // 2 + 1), np.float32)  # [frames, bins]
         self._norms: dict[int, np.ndarray] = {}  # the window-square sums, by frame count
 
@@ -163,23 +165,12 @@ class SynthesisStream:
         index = np.minimum(s0 // hop + np.arange(count), len(self.noise_mag) - 1)
         spec = np.fft.rfft(frames * self.window, axis=1) * self.noise_mag[index]
         frames = np.fft.irfft(spec, n, axis=1) * self.window  # (count, n)
-        # Overlap-add: a window spans n // hop hops, so add it in hop-long pieces.
-        parts = n // hop
-        out = np.zeros((count + parts - 1, hop), np.float32)
-        for q in range(parts):
-            out[q : q + count] += frames[:, q * hop : (q + 1) * hop]
-        out = out.reshape(-1)[half : half + s1 - s0] / self._norm(count)[half : half + s1 - s0]
+        if count not in self._norms:  # what torch.istft divides by
+            squares = np.broadcast_to(self.window**2, (count, n))
+            self._norms[count] = _overlap_add(squares, hop)
+        out = _overlap_add(frames, hop)[half : half + s1 - s0]
+        out /= self._norms[count][half : half + s1 - s0]
         return torch.from_numpy(out[lo * hop - s0 : hi * hop - s0])[None]
-
-    def _norm(self, count: int) -> np.ndarray:
-        """The overlap-added squared window of `count` frames (what torch.istft divides by)."""
-        if count not in self._norms:
-            n, hop = NOISE_FFT, self.hop
-            norm = np.zeros(n + hop * (count - 1), np.float32)
-            for j in range(count):
-                norm[j * hop : j * hop + n] += self.window**2
-            self._norms[count] = norm
-        return self._norms[count]
 
     def _draw(self, length: int) -> None:
         """Draw white noise up to `length` samples of the window (as one pass would)."""
@@ -201,6 +192,16 @@ class SynthesisStream:
 
     def _empty(self) -> torch.Tensor:
         return torch.zeros(1, 0)
+
+
+def _overlap_add(frames: np.ndarray, hop: int) -> np.ndarray:
+    """Frames `[count, n]` `hop` apart, summed into one signal `[n + hop (count - 1)]`:
+    a frame spans n // hop hops, so it is added in hop-long pieces."""
+    count, n = frames.shape
+    out = np.zeros((count + n // hop - 1, hop), np.float32)
+    for q in range(n // hop):
+        out[q : q + count] += frames[:, q * hop : (q + 1) * hop]
+    return out.reshape(-1)
 
 
 def _on_cpu(module: torch.nn.Module) -> bool:
