@@ -90,6 +90,12 @@ def convert(
         help="Target voice: recordings of it, a few seconds in all (repeat for several files;"
         " needs a model with a speaker encoder).",
     ),
+    match: bool = typer.Option(
+        True,
+        "--match/--no-match",
+        help="With --target-wav, move the input's latents to the statistics of the "
+        "reference's before quantising them (docs/speaker.md).",
+    ),
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
@@ -104,7 +110,9 @@ def convert(
         m = load_model(model)
         voice, name = pick_voice(m, target_speaker, target_wav, "--target-speaker", "--target-wav")
         wave, sr = load_audio(input, m.sample_rate)
-        out = m.convert(wave, sr, voice, temperature=temperature, seed=seed, exact=exact)
+        out = m.convert(
+            wave, sr, voice, match=match, temperature=temperature, seed=seed, exact=exact
+        )
         save_audio(output, out, m.sample_rate)
         typer.echo(f"{output}: {len(out) / m.sample_rate:.2f} s as {name}")
 

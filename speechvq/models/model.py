@@ -22,6 +22,7 @@ from speechvq.models.decoders import make_decoder
 from speechvq.models.decoders.base import SynthesisOptions
 from speechvq.models.decoders.folding import FoldConfig
 from speechvq.models.encoder import Encoder
+from speechvq.models.matching import match_latents
 from speechvq.models.pitch import PitchPredictor
 from speechvq.models.quantizer import VectorQuantizer
 from speechvq.models.speaker_encoder import SpeakerEncoder
@@ -177,6 +178,30 @@ class SpeechVQ(nn.Module):
         the chunk, not the audio (one pass over an hour would need a 1.8 GB
         distance matrix in the quantiser alone).
         """
+        parts = self._encoder_chunks(wave, sample_rate, chunk_seconds)
+        return np.concatenate([self.quantizer.codes(z)[0].cpu().numpy() for z in parts])
+
+    @torch.no_grad()
+    def latents(
+        self, wave: np.ndarray, sample_rate: int, *, chunk_seconds: float = 10.0
+    ) -> np.ndarray:
+        """The encoder's output before quantisation, `[D, F]` float32 (`F` as `encode`'s):
+        `quantize(latents(w, sr))` equals `encode(w, sr)`."""
+        parts = self._encoder_chunks(wave, sample_rate, chunk_seconds)
+        return np.concatenate([z[0].float().cpu().numpy() for z in parts], axis=1)
+
+    @torch.no_grad()
+    def quantize(self, latents: np.ndarray, *, chunk_frames: int = 2500) -> np.ndarray:
+        """`[D, F]` latents to their nearest codes `[F]` int64, `chunk_frames` at a time."""
+        z = torch.as_tensor(np.asarray(latents, dtype=np.float32), device=self._device)
+        parts = [
+            self.quantizer.codes(z[None, :, i : i + chunk_frames])[0]
+            for i in range(0, z.shape[1], chunk_frames)
+        ]
+        return torch.cat(parts).cpu().numpy().astype(np.int64)
+
+    def _encoder_chunks(self, wave: np.ndarray, sample_rate: int, chunk_seconds: float):
+        """The encoder's output `[1, D, n]` of consecutive pieces of `wave` (see `encode`)."""
         wave = np.asarray(wave, dtype=np.float32).reshape(-1)
         if sample_rate != self.sample_rate:
             wave = resample(wave, sample_rate, self.sample_rate)
@@ -186,7 +211,6 @@ class SpeechVQ(nn.Module):
         frames = -(-wave.size // hop)
         step = max(1, int(chunk_seconds * self.frame_rate))  # frames kept per chunk
         self.eval()
-        codes = np.empty(frames, dtype=np.int64)
         for start in range(0, frames, step):
             stop = min(start + step, frames)
             lo, hi = max(0, start - ctx), min(frames, stop + ctx)  # hop-aligned: same stride phase
@@ -194,9 +218,7 @@ class SpeechVQ(nn.Module):
             piece = wave[lo * hop : hi * hop]
             chunk[: piece.size] = piece
             x = torch.from_numpy(chunk)[None, None].to(self._device)
-            out = self.quantizer.codes(self.encoder(x))[0]  # (hi - lo,)
-            codes[start:stop] = out[start - lo : stop - lo].cpu().numpy()
-        return codes
+            yield self.encoder(x)[:, :, start - lo : stop - lo]
 
     @property
     def encoder_context(self) -> int:
@@ -275,13 +297,30 @@ class SpeechVQ(nn.Module):
         return PitchPredictor.to_hz(pred, mean, std, self.config.pitch)
 
     def convert(
-        self, wave: np.ndarray, sample_rate: int, target_speaker: str | int | Voice, **kwargs
+        self,
+        wave: np.ndarray,
+        sample_rate: int,
+        target_speaker: str | int | Voice,
+        *,
+        match: bool = True,
+        **kwargs,
     ) -> np.ndarray:
         """Voice conversion: encode, then decode in `target_speaker`'s voice (a name, or a
-        `Voice` from recordings)."""
+        `Voice` from recordings); `kwargs` are `decode`'s.
+
+        To a `Voice` measured from recordings, the encoder's output is first moved
+        to the statistics it has over them (`models.matching`), which carries over
+        the part of the voice that the codes keep; `match=False` decodes the
+        codes of `encode` instead.
+        """
         if not isinstance(target_speaker, Voice):
             self.speaker_id(target_speaker)  # fail before the slow part
-        return self.decode(self.encode(wave, sample_rate), target_speaker, **kwargs)
+        stats = target_speaker.latents if isinstance(target_speaker, Voice) else None
+        if match and stats is not None:
+            codes = self.quantize(match_latents(self.latents(wave, sample_rate), stats))
+        else:
+            codes = self.encode(wave, sample_rate)
+        return self.decode(codes, target_speaker, **kwargs)
 
     def check_codes(self, codes: np.ndarray) -> np.ndarray:
         """Validate a `[F]` integer code array; returns it as int64."""

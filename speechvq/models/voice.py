@@ -5,7 +5,9 @@ level (mean and spread over voiced frames, which set the pitch of the
 predicted contour). A model with a speaker encoder measures one from any
 recordings (`voice_from_recordings`): the vector is the mean of the
 encoder's vectors of the recordings, and the F0 level is measured on them
-with WORLD, rather than predicted.
+with WORLD, rather than predicted. A voice measured from recordings also
+keeps the statistics of the content encoder's output over them
+(`models.matching`), which one-shot conversion moves the input's latents to.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from typing import Any
 import numpy as np
 
 from speechvq.errors import SpeechVQError
+from speechvq.models.matching import LatentStats
 
 MIN_VOICED_SECONDS = 0.5  # less voiced speech than this is not enough to hear a voice in
 
 
 @dataclass(frozen=True)
 class Voice:
-    """A voice to decode in: `vector` `[speaker_dim]` float32 and the log-F0 level."""
+    """A voice to decode in: `vector` `[speaker_dim]` float32 and the log-F0 level;
+    `latents`, the encoder's output statistics over the recordings it was measured on
+    (None for a voice from a name or a file header)."""
 
     vector: np.ndarray
     logf0_mean: float
     logf0_std: float
+    latents: LatentStats | None = None
 
 
 def voice_from_recordings(model: Any, recordings: list[tuple[np.ndarray, int]]) -> Voice:
@@ -48,7 +54,7 @@ def voice_from_recordings(model: Any, recordings: list[tuple[np.ndarray, int]]) 
     if not recordings:
         raise SpeechVQError("no reference recording given")
     sr = model.sample_rate
-    vectors, logf0 = [], []
+    vectors, logf0, latents = [], [], []
     for n, (wave, rate) in enumerate(recordings, start=1):
         wave = np.asarray(wave, dtype=np.float32).reshape(-1)
         wave = resample(wave, rate, sr) if rate != sr else wave
@@ -61,6 +67,7 @@ def voice_from_recordings(model: Any, recordings: list[tuple[np.ndarray, int]]) 
         with torch.inference_mode():
             x = torch.from_numpy(wave)[None].to(next(model.parameters()).device)
             vectors.append(model.speaker_encoder(x)[0].float().cpu().numpy())
+        latents.append(model.latents(wave, sr))
     voiced = np.concatenate(logf0)
     if voiced.size * model.hop_length / sr < MIN_VOICED_SECONDS:
         seconds = voiced.size * model.hop_length / sr
@@ -72,4 +79,5 @@ def voice_from_recordings(model: Any, recordings: list[tuple[np.ndarray, int]]) 
         vector=np.mean(vectors, axis=0).astype(np.float32),
         logf0_mean=float(voiced.mean()),
         logf0_std=max(0.05, float(voiced.std())) if voiced.size > 1 else 0.2,
+        latents=LatentStats.of(np.concatenate(latents, axis=1)),
     )

@@ -1,0 +1,102 @@
+"""One-shot conversion moves the input's latents to the reference's statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import speechvq
+from speechvq.config import ModelConfig
+from speechvq.models.matching import MIN_FRAMES, LatentStats, match_latents
+
+from .conftest import synth_speechlike
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = speechvq.SpeechVQ(ModelConfig.preset("tiny-sf-spk", speakers=["alice", "bob"]))
+    for head in (m.decoder.harmonic_head, m.decoder.noise_head):
+        torch.nn.init.normal_(head.weight, std=0.5)  # a fresh decoder starts silent
+    return m
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(MIN_FRAMES, 600))
+def test_matched_latents_have_the_targets_mean_and_spread(seed, frames):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(rng.normal(size=(4, 1)), rng.uniform(0.1, 3, (4, 1)), (4, frames))
+    mean, std = rng.normal(size=4), rng.uniform(0.1, 3, 4)
+    target = LatentStats(mean.astype(np.float32), std.astype(np.float32))
+    out = match_latents(z.astype(np.float32), target)
+    got = LatentStats.of(out)
+    np.testing.assert_allclose(got.mean, target.mean, atol=1e-4)
+    np.testing.assert_allclose(got.std, target.std, rtol=1e-3)
+    # the course within the utterance stays: each dimension is an affine map of itself
+    for d in range(4):
+        assert np.corrcoef(z[d], out[d])[0, 1] > 0.9999
+
+
+def test_short_input_is_left_as_it_is():
+    z = np.random.default_rng(0).normal(size=(4, MIN_FRAMES - 1)).astype(np.float32)
+    target = LatentStats(np.full(4, 5.0, np.float32), np.ones(4, np.float32))
+    np.testing.assert_array_equal(match_latents(z, target), z)
+
+
+def test_quantised_latents_are_the_codes(model):
+    wave = synth_speechlike(2.3, seed=5)
+    z = model.latents(wave, 16000)
+    assert z.shape == (model.config.encoder.latent_dim, len(model.encode(wave, 16000)))
+    np.testing.assert_array_equal(model.quantize(z, chunk_frames=100), model.encode(wave, 16000))
+    # chunked encoding (with context) gives the same latents as one pass
+    np.testing.assert_allclose(model.latents(wave, 16000, chunk_seconds=0.5), z, atol=1e-5)
+
+
+def test_conversion_to_a_recorded_voice_matches_its_statistics(model):
+    ref = synth_speechlike(1.5, seed=3)
+    voice = model.voice([(ref, 16000)])
+    assert voice.latents is not None
+    np.testing.assert_allclose(voice.latents.mean, model.latents(ref, 16000).mean(1), atol=1e-5)
+    wave = 0.5 * synth_speechlike(2.0, seed=7)
+    matched = model.convert(wave, 16000, voice, seed=0)
+    codes = model.quantize(match_latents(model.latents(wave, 16000), voice.latents))
+    np.testing.assert_array_equal(matched, model.decode(codes, voice, seed=0))
+    plain = model.convert(wave, 16000, voice, seed=0, match=False)
+    np.testing.assert_array_equal(plain, model.decode(model.encode(wave, 16000), voice, seed=0))
+    assert not np.array_equal(codes, model.encode(wave, 16000))  # matching moved codes
+    # a name has no recorded statistics: its conversion is the plain one
+    by_name = model.convert(wave, 16000, "bob", seed=0)
+    np.testing.assert_array_equal(by_name, model.decode(model.encode(wave, 16000), "bob", seed=0))
+
+
+def test_cli_convert_matches_unless_told_not_to(tmp_path, model):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from speechvq.cli import app
+
+    m_path, ref, src = tmp_path / "m.safetensors", tmp_path / "ref.wav", tmp_path / "in.wav"
+    model.save(m_path)
+    sf.write(ref, synth_speechlike(1.5, seed=3), 16000)
+    sf.write(src, 0.5 * synth_speechlike(2.0, seed=7), 16000)
+    outs = {}
+    for flag in ("--match", "--no-match"):
+        out = tmp_path / f"{flag}.wav"
+        args = ["convert", str(src), str(out), "--target-wav", str(ref), "--seed", "0"]
+        result = CliRunner().invoke(app, [*args, flag, "-m", str(m_path)])
+        assert result.exit_code == 0, result.stderr
+        outs[flag] = sf.read(out, dtype="float32")[0]
+    loaded = speechvq.load(m_path)
+    voice = loaded.voice([(sf.read(ref, dtype="float32")[0], 16000)])
+    wave = sf.read(src, dtype="float32")[0]
+    matched = loaded.convert(wave, 16000, voice, seed=0)
+    plain = loaded.convert(wave, 16000, voice, seed=0, match=False)
+    peak = np.abs(plain).max()
+    assert peak > 10 / 32768  # loud enough, in 16-bit steps, for the comparisons to mean something
+    lsb = 1.01 / 32768  # the files are 16-bit
+    np.testing.assert_allclose(outs["--match"], matched, atol=lsb)
+    np.testing.assert_allclose(outs["--no-match"], plain, atol=lsb)
+    assert np.abs(matched - plain).max() > 0.1 * peak
