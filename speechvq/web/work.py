@@ -39,10 +39,9 @@ def convert(
         voice = voice if voice is not None else model.speakers[0]
         model.speaker_id(voice)  # an unknown name fails before the slow part
         label = str(voice)
-    report(0.15, "encoding")
-    codes = model.encode(wave, sr)
-    report(0.45, "decoding")
-    out = model.decode(codes, voice)[: wave.size]
+    report(0.15, "converting")
+    out = model.convert(wave, sr, voice)[: wave.size]  # `convert`'s matching included
+    frames = -(-wave.size // model.hop_length)
     report(0.8, "drawing the spectrograms")
     save_audio(folder / "input.wav", wave, sr)
     save_audio(folder / "converted.wav", out, sr)
@@ -54,7 +53,7 @@ def convert(
             {"label": f"converted to {label}", "file": "converted.wav"},
         ],
         "spectrogram": "spectrogram.png",
-        "table": [["seconds", f"{wave.size / sr:.2f}"], ["codes", str(codes.size)]],
+        "table": [["seconds", f"{wave.size / sr:.2f}"], ["codes", str(frames)]],
     }
 
 
