@@ -597,11 +597,26 @@ def test_the_sender_measures_its_voice_and_the_receiver_follows_it():
     late.flush()
     assert late.voice_sent_at == 2.0  # silent at 1 s: measured again a second on
     live = StreamCompressor(model, 16000, send_voice=1.0)  # in a thread beside the stream
+    live_data = live.start()
     for t in range(0, wave.size, 320):
-        live.push(wave[t : t + 320])
-    live.flush()  # waits for the measurement if it is still going
+        live_data += live.push(wave[t : t + 320])
+    live_data += live.flush()  # waits for the measurement if it is still going
     assert 1.0 <= live.voice_sent_at <= 2.0
     assert np.allclose(live.sent_voice.vector, measured.vector)  # on the same first second
+
+    def codes(stream: bytes) -> np.ndarray:
+        f = io.BytesIO(stream)
+        events = StreamDecompressor(model, P.read_header(f)).reader(f).events()
+        return np.concatenate([e.codes for e in events if isinstance(e, P.Packet)])
+
+    plain = StreamCompressor(model, 16000)
+    plain_data = plain.start() + b"".join(
+        plain.push(wave[t : t + 320]) for t in range(0, wave.size, 320)
+    )
+    plain_data += plain.flush()
+    # measuring the voice leaves the stream's codes alone, in place or in a thread
+    np.testing.assert_array_equal(codes(data), codes(plain_data))
+    np.testing.assert_array_equal(codes(live_data), codes(plain_data))
 
     def decode(voice):
         f = io.BytesIO(data)
@@ -644,3 +659,11 @@ def test_compress_stream_sends_the_senders_voice_by_default_with_a_speaker_model
     assert r.exit_code != 0 and "--send-voice needs --stream" in r.output
     r = run(app, [*args, "--send-voice", "1", "-m", "small-stream", "--force"])
     assert r.exit_code != 0 and "no speaker encoder" in r.output
+
+
+def test_encoding_with_the_streaming_encoder_is_refused():
+    enc = STREAM.stream_encoder()
+    with pytest.raises(SpeechVQError, match="encoder is streaming"):
+        STREAM.encode(synth_speechlike(0.5), 16000)  # it would move the stream's state
+    enc.flush()
+    assert STREAM.encode(synth_speechlike(0.5), 16000).size == 125

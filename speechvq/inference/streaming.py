@@ -199,18 +199,23 @@ class VoiceMeter:
         self.done = True
         return voice
 
+    def _measure(self, audio: np.ndarray) -> Voice:
+        # What a voice packet carries: no content statistics, so the encoder, which
+        # is streaming beside this, is not run.
+        return self.model.voice([(audio, self.rate)], latents=False)
+
     def _start(self, audio: np.ndarray) -> Any:
         import concurrent.futures
 
         if self.threaded:
             pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-            future = pool.submit(self.model.voice, [(audio, self.rate)])
+            future = pool.submit(self._measure, audio)
             pool.shutdown(wait=False)
             return future
         future = concurrent.futures.Future()
         t0 = time.perf_counter()
         try:
-            future.set_result(self.model.voice([(audio, self.rate)]))
+            future.set_result(self._measure(audio))
         except SpeechVQError as exc:
             future.set_exception(exc)
         self.compute_ms += 1000 * (time.perf_counter() - t0)

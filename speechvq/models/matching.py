@@ -31,8 +31,9 @@ class LatentStats:
     @classmethod
     def of(cls, latents: np.ndarray) -> LatentStats:
         """The statistics of latents `[D, F]` over their frames."""
-        z = np.asarray(latents, dtype=np.float64)
-        return cls(z.mean(axis=1).astype(np.float32), z.std(axis=1).astype(np.float32))
+        z = np.asarray(latents)  # sums in float64, without a float64 copy of z
+        mean, std = z.mean(axis=1, dtype=np.float64), z.std(axis=1, dtype=np.float64)
+        return cls(mean.astype(np.float32), std.astype(np.float32))
 
 
 def match_latents(latents: np.ndarray, target: LatentStats) -> np.ndarray:

@@ -111,9 +111,11 @@ class SpeechVQ(nn.Module):
         their recordings), which `--speaker NAME` uses."""
         self.speaker_vectors.copy_(vectors)
 
-    def voice(self, recordings: list[tuple[np.ndarray, int]]) -> Voice:
-        """The voice of `(wave, sample_rate)` recordings of one speaker (speaker encoder)."""
-        return voice_from_recordings(self, recordings)
+    def voice(self, recordings: list[tuple[np.ndarray, int]], *, latents: bool = True) -> Voice:
+        """The voice of `(wave, sample_rate)` recordings of one speaker (speaker encoder);
+        `latents=False` leaves out the content statistics (`Voice.latents`), which only
+        `convert` uses, and with them the content encoder's pass."""
+        return voice_from_recordings(self, recordings, latents=latents)
 
     def set_pitch_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Store per-speaker log-F0 mean and spread `[S]` (measured on training data)."""
@@ -202,6 +204,8 @@ class SpeechVQ(nn.Module):
 
     def _encoder_chunks(self, wave: np.ndarray, sample_rate: int, chunk_seconds: float):
         """The encoder's output `[1, D, n]` of consecutive pieces of `wave` (see `encode`)."""
+        if self.encoder._stream is not None:  # its layers would read and move the stream's state
+            raise SpeechVQError("this model's encoder is streaming: encode with another copy")
         wave = np.asarray(wave, dtype=np.float32).reshape(-1)
         if sample_rate != self.sample_rate:
             wave = resample(wave, sample_rate, self.sample_rate)

@@ -35,8 +35,11 @@ class Voice:
     latents: LatentStats | None = None
 
 
-def voice_from_recordings(model: Any, recordings: list[tuple[np.ndarray, int]]) -> Voice:
-    """The voice of `(wave [T], sample_rate)` recordings of one speaker (a few seconds do).
+def voice_from_recordings(
+    model: Any, recordings: list[tuple[np.ndarray, int]], *, latents: bool = True
+) -> Voice:
+    """The voice of `(wave [T], sample_rate)` recordings of one speaker (a few seconds do);
+    with `latents`, also the content encoder's statistics over them (`Voice.latents`).
 
     A recording that is silent, shorter than a second or has too little
     voiced speech raises `SpeechVQError` with one line.
@@ -54,7 +57,7 @@ def voice_from_recordings(model: Any, recordings: list[tuple[np.ndarray, int]]) 
     if not recordings:
         raise SpeechVQError("no reference recording given")
     sr = model.sample_rate
-    vectors, logf0, latents = [], [], []
+    vectors, logf0, content = [], [], []
     for n, (wave, rate) in enumerate(recordings, start=1):
         wave = np.asarray(wave, dtype=np.float32).reshape(-1)
         wave = resample(wave, rate, sr) if rate != sr else wave
@@ -67,7 +70,8 @@ def voice_from_recordings(model: Any, recordings: list[tuple[np.ndarray, int]]) 
         with torch.inference_mode():
             x = torch.from_numpy(wave)[None].to(next(model.parameters()).device)
             vectors.append(model.speaker_encoder(x)[0].float().cpu().numpy())
-        latents.append(model.latents(wave, sr))
+        if latents:
+            content.append(model.latents(wave, sr))
     voiced = np.concatenate(logf0)
     if voiced.size * model.hop_length / sr < MIN_VOICED_SECONDS:
         seconds = voiced.size * model.hop_length / sr
@@ -79,5 +83,5 @@ def voice_from_recordings(model: Any, recordings: list[tuple[np.ndarray, int]]) 
         vector=np.mean(vectors, axis=0).astype(np.float32),
         logf0_mean=float(voiced.mean()),
         logf0_std=max(0.05, float(voiced.std())) if voiced.size > 1 else 0.2,
-        latents=LatentStats.of(np.concatenate(latents, axis=1)),
+        latents=LatentStats.of(np.concatenate(content, axis=1)) if latents else None,
     )
