@@ -339,7 +339,7 @@ def _decode_speaker(model, item: Recording, ref: np.ndarray, sr: int) -> Any:
     `compress` keeps of it); else its speaker's name, or the model's first speaker."""
     if model.speaker_encoder is not None:
         try:
-            return model.voice([(ref, sr)])
+            return model.voice([(ref, sr)], latents=False)  # as the header keeps it
         except SpeechVQError:  # too short or too little voiced speech: a name after all
             pass
     if item.speaker in model.speakers:

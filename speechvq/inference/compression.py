@@ -152,7 +152,7 @@ def compress(
     voice = None
     if model.speaker_encoder is not None and speaker is None:
         try:  # the input's own voice travels with its codes
-            voice = pack_voice(model.voice([(wave, sample_rate)]))
+            voice = pack_voice(model.voice([(wave, sample_rate)], latents=False))
         except SpeechVQError as exc:
             warnings.warn(
                 f"{path}: no voice stored ({exc}); decoded as a training voice", stacklevel=2
