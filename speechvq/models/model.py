@@ -43,6 +43,7 @@ class ModelOutput:
     codes: torch.Tensor  # [B, F]
     voice: torch.Tensor | None = None  # the speaker encoder's vectors [B, speaker_dim], if any
     output: torch.Tensor | None = None  # the reconstruction [B, T] of a parallel decoder
+    latents: torch.Tensor | None = None  # the encoder's output [B, D, F], before quantisation
 
 
 class SpeechVQ(nn.Module):
@@ -151,7 +152,7 @@ class SpeechVQ(nn.Module):
         recon, output = self.decoder.reconstruct(wave, q.quantized, voice, f0)
         loss = recon + q.loss + pitch_loss
         return ModelOutput(
-            loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes, vectors, output
+            loss, recon, q.loss, pitch_loss, q.perplexity, q.usage, q.codes, vectors, output, z
         )
 
     def _pitch_loss(self, latents, f0, speaker) -> torch.Tensor:

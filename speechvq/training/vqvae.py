@@ -31,6 +31,7 @@ from speechvq.errors import SpeechVQError
 from speechvq.models.precision import autocast_dtype
 from speechvq.training import loop
 from speechvq.training.adversarial import Adversary
+from speechvq.training.code_speaker import SpeakerCritic
 from speechvq.training.config import config_from_yaml, merge
 from speechvq.training.distributed import Distributed
 from speechvq.training.init import base_model, build_model
@@ -62,6 +63,11 @@ class TrainConfig:
     # Weight of the speaker-identification loss on the speaker encoder's vectors
     # (`speechvq.training.speaker_loss`); 0 disables. Only with a speaker encoder.
     speaker_loss: float = 0.0
+    # Weight of the speaker-adversarial loss on the encoder's latents
+    # (`speechvq.training.code_speaker`): a frame-level speaker critic is trained
+    # beside the model and the encoder is pushed to confuse it; 0 disables.
+    code_speaker: float = 0.0
+    code_speaker_lr: float = 2e-4  # the critic's learning rate
     # Adversarial training of a parallel decoder (`speechvq.training.adversarial`):
     # the weight of the generator loss (0 disables), of feature matching, the
     # discriminators' learning rate and width, and the step they start at.
@@ -309,6 +315,10 @@ class VQVAETask:
         trained = [s in self.sampler.by_speaker for s in corpus.speakers]
         self.trained = torch.tensor(trained, device=device)
         self.adversary = Adversary(cfg, device) if cfg.adversarial else None
+        self.critic = None
+        if cfg.code_speaker:
+            dim = model.config.encoder.latent_dim
+            self.critic = SpeakerCritic(dim, self.trained, cfg.code_speaker_lr, device)
 
     def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
         return self.sampler.batch(self.cfg.seed, step, rank)
@@ -325,13 +335,19 @@ class VQVAETask:
             loss = loss + self.cfg.speaker_loss * spk_loss
             update_table(out.voice, batch["speaker"], table)
         gan = {}
+        if self.critic is not None:
+            gan = self.critic.critic_step(out.latents, batch["speaker"])
+            with autocast():
+                confusion = self.critic.confusion_loss(out.latents)
+            loss = loss + self.cfg.code_speaker * confusion
+            gan["confusion_loss"] = confusion.detach()
         if self.adversary is not None and step >= self.cfg.adversarial_start:
             real, fake = batch["wave"], out.output
             with autocast():
                 d_loss = self.adversary.discriminator_step(real, fake)
                 adv, fm = self.adversary.generator_losses(real, fake)
             loss = loss + self.cfg.adversarial * adv + self.cfg.feature_matching * fm
-            gan = {"disc_loss": d_loss, "adv_loss": adv.detach(), "fm_loss": fm.detach()}
+            gan |= {"disc_loss": d_loss, "adv_loss": adv.detach(), "fm_loss": fm.detach()}
         return loop.Step(
             loss=loss,
             amount=batch["wave"].numel() / self.corpus.sample_rate,
@@ -349,12 +365,20 @@ class VQVAETask:
         )
 
     def extra_state(self) -> dict:
-        """What the checkpoint keeps beside the model: the discriminators, if any."""
-        return {"adversary": self.adversary.state_dict()} if self.adversary is not None else {}
+        """What the checkpoint keeps beside the model: the discriminators and the speaker
+        critic, if any."""
+        state = {}
+        if self.adversary is not None:
+            state["adversary"] = self.adversary.state_dict()
+        if self.critic is not None:
+            state["critic"] = self.critic.state_dict()
+        return state
 
     def load_extra_state(self, state: dict) -> None:
         if self.adversary is not None and "adversary" in state:
             self.adversary.load_state_dict(state["adversary"])
+        if self.critic is not None and "critic" in state:
+            self.critic.load_state_dict(state["critic"])
 
     def validate(self, step: int, elapsed: float) -> tuple[dict[str, float], str]:
         dtype = autocast_dtype(self.cfg.precision, self.device)
