@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import speechvq
 from speechvq.config import ModelConfig
-from speechvq.models.matching import MIN_FRAMES, LatentStats, match_latents
+from speechvq.models.matching import MIN_FRAMES, LatentStats, RunningMatch, match_latents
 
 from .conftest import synth_speechlike
 
@@ -100,3 +100,82 @@ def test_cli_convert_matches_unless_told_not_to(tmp_path, model):
     np.testing.assert_allclose(outs["--match"], matched, atol=lsb)
     np.testing.assert_allclose(outs["--no-match"], plain, atol=lsb)
     assert np.abs(matched - plain).max() > 0.1 * peak
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.lists(st.integers(1, 120), min_size=1, max_size=8))
+def test_running_matching_is_the_same_however_the_frames_are_cut(seed, cuts):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(rng.normal(size=(3, 1)), rng.uniform(0.2, 2, (3, 1)), (3, 400))
+    z = z.astype(np.float32)
+    target = LatentStats(rng.normal(size=3).astype(np.float32), np.full(3, 0.5, np.float32))
+    whole = RunningMatch(target).push(z)
+    stream, pieces, t = RunningMatch(target), [], 0
+    for n in cuts:
+        pieces.append(stream.push(z[:, t : t + n]))
+        t += n
+    pieces.append(stream.push(z[:, t:]))
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), whole)
+    # the first second passes unchanged; from then on each frame is moved with the
+    # statistics so far, so the last frame is moved as `match_latents` moves it
+    np.testing.assert_array_equal(whole[:, : MIN_FRAMES - 1], z[:, : MIN_FRAMES - 1])
+    assert not np.allclose(whole[:, MIN_FRAMES:], z[:, MIN_FRAMES:])
+    np.testing.assert_allclose(whole[:, -1], match_latents(z, target)[:, -1], atol=1e-4)
+
+
+def test_codes_alone_move_to_the_statistics_of_the_references_codes(model):
+    ref = synth_speechlike(1.5, seed=3)
+    voice = model.voice([(ref, 16000)])
+    rows = model.code_rows(model.encode(ref, 16000))
+    np.testing.assert_allclose(voice.codes.mean, rows.mean(1), atol=1e-5)
+    codes = model.encode(0.5 * synth_speechlike(2.0, seed=7), 16000)
+    moved = model.match_codes(codes, voice)
+    np.testing.assert_array_equal(
+        moved, model.quantize(match_latents(model.code_rows(codes), voice.codes))
+    )
+    assert not np.array_equal(moved, codes)
+    # towards the target's statistics: the moved rows' mean is nearer the reference's
+    before = np.abs(model.code_rows(codes).mean(1) - voice.codes.mean).mean()
+    after = np.abs(model.code_rows(moved).mean(1) - voice.codes.mean).mean()
+    assert after < before
+    # a voice without statistics (a name's, a header's) leaves the codes as they are
+    header_voice = model.voice([(ref, 16000)], latents=False)
+    assert header_voice.codes is None
+    np.testing.assert_array_equal(model.match_codes(codes, header_voice), codes)
+    np.testing.assert_array_equal(model.match_codes(codes[:100], voice), codes[:100])
+
+
+def test_cli_decode_and_decompress_in_a_recorded_voice_match_unless_told_not_to(tmp_path, model):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from speechvq.cli import app
+    from speechvq.codec.codes import save_codes
+
+    m_path, ref = tmp_path / "m.safetensors", tmp_path / "ref.wav"
+    model.save(m_path)
+    sf.write(ref, synth_speechlike(1.5, seed=3), 16000)
+    sf.write(tmp_path / "in.wav", 0.5 * synth_speechlike(2.0, seed=7), 16000)
+    loaded = speechvq.load(m_path)
+    wave = sf.read(tmp_path / "in.wav", dtype="float32")[0]
+    codes = loaded.encode(wave, 16000)
+    save_codes(tmp_path / "codes.npy", codes)
+    m = ["-m", str(m_path), "--speaker-wav", str(ref), "--seed", "0"]
+    r = CliRunner().invoke(
+        app, ["compress", str(tmp_path / "in.wav"), str(tmp_path / "in.svq"), "-m", str(m_path)]
+    )
+    assert r.exit_code == 0, r.output
+    voice = loaded.voice([(sf.read(ref, dtype="float32")[0], 16000)])
+    want = {
+        "--match": loaded.decode(loaded.match_codes(codes, voice), voice, seed=0),
+        "--no-match": loaded.decode(codes, voice, seed=0),
+    }
+    assert np.abs(want["--match"] - want["--no-match"]).max() > 0.1 * np.abs(want["--match"]).max()
+    lsb = 1.01 / 32768  # the files are 16-bit
+    for flag, expected in want.items():
+        for command, source in (("decode", "codes.npy"), ("decompress", "in.svq")):
+            out = tmp_path / f"{command}{flag}.wav"
+            r = CliRunner().invoke(app, [command, str(tmp_path / source), str(out), *m, flag])
+            assert r.exit_code == 0, r.output
+            got = sf.read(out, dtype="float32")[0]
+            np.testing.assert_allclose(got, expected[: got.size], atol=lsb)

@@ -262,12 +262,7 @@ def test_a_live_voice_changer_to_the_voice_of_a_reference_recording(tmp_path):
 
     from speechvq.cli import app
 
-    torch.manual_seed(0)
-    model = speechvq.SpeechVQ(ModelConfig.preset("tiny-stream-spk", speakers=["a"])).eval()
-    with torch.no_grad():
-        for head in (model.decoder.harmonic_head, model.decoder.noise_head):
-            head.weight.normal_(0, 0.3)
-            head.bias.fill_(-1.0)
+    model = _spk_stream_model()
     reference = synth_speechlike(2.0, seed=7)
     voice = model.voice([(reference, 16000)])
     codes = model.encode(WAVE, 16000)
@@ -318,6 +313,37 @@ def test_a_live_voice_changer_to_the_voice_of_a_reference_recording(tmp_path):
     args = ["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.svq"), *ref, *m]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "needs --stream" in r.output
+
+
+@settings(max_examples=10, deadline=None)
+@given(cuts=st.lists(st.integers(1, 80), min_size=1, max_size=8))
+def test_a_live_voice_changer_moves_the_codes_as_they_arrive(cuts):
+    """To a voice from recordings the stream decoder matches each frame's codebook row
+    to the statistics of the rows so far (`RunningMatch`), however the codes are cut;
+    `match=False` decodes the codes as they come."""
+    from speechvq.models.matching import RunningMatch
+
+    model = _spk_stream_model()
+    voice = model.voice([(synth_speechlike(2.0, seed=7), 16000)])
+    moved = model.quantize(RunningMatch(voice.codes).push(model.code_rows(CODES)))
+    assert np.array_equal(moved[:249], CODES[:249]) and not np.array_equal(moved, CODES)
+    offline = model.decode(moved, voice, seed=0)
+    got = _in_pieces(model.stream_decoder(voice, seed=0), CODES, cuts)
+    assert np.abs(got - offline).max() < TOLERANCE * np.abs(offline).max()
+    plain = _in_pieces(model.stream_decoder(voice, seed=0, match=False), CODES, cuts)
+    unmoved = model.decode(CODES, voice, seed=0)
+    assert np.abs(plain - unmoved).max() < TOLERANCE * np.abs(unmoved).max()
+    assert np.abs(unmoved - offline).max() > 0.05 * np.abs(offline).max()
+
+
+def _spk_stream_model():
+    torch.manual_seed(0)
+    model = speechvq.SpeechVQ(ModelConfig.preset("tiny-stream-spk", speakers=["a"])).eval()
+    with torch.no_grad():
+        for head in (model.decoder.harmonic_head, model.decoder.noise_head):
+            head.weight.normal_(0, 0.3)
+            head.bias.fill_(-1.0)
+    return model
 
 
 def test_the_latency_follows_from_the_config_and_info_reports_it():

@@ -9,7 +9,13 @@ converted to each target of the group, and counts as identified when its
 embedding is nearest the right one of the 5 targets. Also printed: mean
 similarity to the target and to the source (the mean embedding of all the
 source's files), how often the first is higher, and STOI against the input
-(a rough check that the words survive: both variants change the voice).
+(a rough check that the words survive: every variant changes the voice).
+
+Variants (`--variants`, comma-separated): `none` (the codes of `encode`),
+`latents` (`convert`'s matching of the encoder's output), `codes` (what a
+decoder of codes alone does: `decode --speaker-wav`, `SpeechVQ.match_codes`)
+and `running` (the same as a stream does it, each frame matched with the
+statistics of the frames so far: `StreamDecoder`, `matching.RunningMatch`).
 
     python recipes/spk/convert_matrix.py [-m small-spk] [--data ../shared/data]
 """
@@ -28,8 +34,23 @@ from tqdm import tqdm
 import speechvq
 from speechvq.audio.io import load_audio
 from speechvq.evaluation import metrics as M
+from speechvq.models.matching import RunningMatch
 
 SR = 16000
+
+
+def convert(model, variant: str, wave: np.ndarray, voice) -> np.ndarray:
+    """`wave` converted to `voice` the way `variant` names (see the module's docstring)."""
+    if variant in ("none", "latents"):
+        return model.convert(wave, SR, voice, match=variant == "latents", seed=0)
+    codes = model.encode(wave, SR)
+    if variant == "codes":
+        codes = model.match_codes(codes, voice)
+    elif variant == "running":
+        codes = model.quantize(RunningMatch(voice.codes).push(model.code_rows(codes)))
+    else:
+        raise SystemExit(f"unknown variant {variant!r}")
+    return model.decode(codes, voice, seed=0)
 
 
 def main() -> None:
@@ -38,6 +59,7 @@ def main() -> None:
     ap.add_argument("-m", "--model", default="small-spk")
     ap.add_argument("--data", default="../shared/data", help="holds speechocean762/WAVE")
     ap.add_argument("--reference-seconds", type=float, default=3.0)
+    ap.add_argument("--variants", default="none,latents", help="none, latents, codes, running")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = speechvq.load(args.model)
@@ -63,13 +85,13 @@ def main() -> None:
     print(f"{args.model}, references of {args.reference_seconds:g} s or more")
     print("| matching | identified | sim to target | sim to source | target higher | STOI |")
     print("|---|---:|---:|---:|---:|---:|")
-    for match in (False, True):
+    for variant in args.variants.split(","):
         t0 = time.time()
         ident, sim_t, sim_s, stoi = [], [], [], []
         pairs = [(g, s, t) for g in groups for s in held if s not in g for t in g]
-        for g, s, t in tqdm(pairs, desc=f"match={match}", unit="conversion", leave=False):
+        for g, s, t in tqdm(pairs, desc=variant, unit="conversion", leave=False):
             src = waves[s][-1]
-            out = model.convert(src, SR, voices[t], match=match, seed=0)
+            out = convert(model, variant, src, voices[t])
             e = M.speaker_embedding(out, SR)
             sims = [M.cosine(e, centroids[k]) for k in g]
             ident.append(g[int(np.argmax(sims))] == t)
@@ -79,7 +101,7 @@ def main() -> None:
             stoi.append(M.stoi(src[:n], out[:n], SR))
         higher = np.mean(np.greater(sim_t, sim_s))
         print(
-            f"| {'statistics' if match else 'none'} | {sum(ident)}/{len(ident)} "
+            f"| {variant} | {sum(ident)}/{len(ident)} "
             f"({np.mean(ident):.1%}) | {np.mean(sim_t):.3f} | {np.mean(sim_s):.3f} | "
             f"{higher:.0%} | {np.mean(stoi):.3f} |",
             flush=True,

@@ -29,6 +29,12 @@ SpeakerWavOpt = typer.Option(
     help="Decode in the voice of these recordings (repeat for several files; needs a model "
     "with a speaker encoder).",
 )
+MatchCodesOpt = typer.Option(
+    True,
+    "--match/--no-match",
+    help="With --speaker-wav, move the codes towards the recordings' voice first (their "
+    "codebook rows to the statistics of the recordings' codes; docs/speaker.md).",
+)
 
 
 @app.command()
@@ -57,6 +63,7 @@ def decode(
     output: Path = typer.Argument(..., help="Audio file to write (wav)."),
     speaker: str | None = typer.Option(None, "--speaker", "-s", help="Speaker to decode with."),
     speaker_wav: list[Path] | None = SpeakerWavOpt,
+    match: bool = MatchCodesOpt,
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
@@ -72,6 +79,8 @@ def decode(
         m = load_model(model)
         voice, name = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav")
         codes = load_codes(input, m.config.quantizer.codebook_size)
+        if match and speaker_wav:
+            codes = m.match_codes(codes, voice)
         wave = m.decode(codes, voice, temperature=temperature, seed=seed, exact=exact)
         save_audio(output, wave, m.sample_rate)
         typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s as {name}")
@@ -270,6 +279,7 @@ def decompress(
         None, "--speaker", "-s", help="Voice to decode with (default: the file's)."
     ),
     speaker_wav: list[Path] | None = SpeakerWavOpt,
+    match: bool = MatchCodesOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
     stream: bool = typer.Option(
@@ -295,7 +305,7 @@ def decompress(
         if stream:
             from speechvq.cli.streaming import decompress_stream
 
-            decomp, written = decompress_stream(m, input, output, voice, seed or 0)
+            decomp, written = decompress_stream(m, input, output, voice, seed or 0, match)
             lost = (
                 f", {decomp.lost_packets} lost packet(s) concealed" if decomp.lost_packets else ""
             )
@@ -315,6 +325,7 @@ def decompress(
             speaker=voice,
             temperature=temperature,
             seed=seed,
+            match=match,
         )
         save_audio(output, wave, m.sample_rate)
         typer.echo(f"{output}: {len(wave) / m.sample_rate:.2f} s")

@@ -73,7 +73,7 @@ def compress_stream(
     return comp
 
 
-def decompress_stream(m, input: Path, output: Path, voice, seed: int):
+def decompress_stream(m, input: Path, output: Path, voice, seed: int, match: bool = True):
     """`.svqs` packets from `input` ('-': standard input) to audio in `voice` (a name, a
     `Voice`, or None for the stream's own): raw 16-bit PCM at the model's rate on standard
     output as it is decoded ('-'), or a wav file at the end."""
@@ -85,7 +85,7 @@ def decompress_stream(m, input: Path, output: Path, voice, seed: int):
     f = sys.stdin.buffer if str(input) == "-" else open(input, "rb")  # noqa: SIM115
     try:
         header = P.read_header(f, name)
-        decomp = StreamDecompressor(m, header, voice=voice, seed=seed)
+        decomp = StreamDecompressor(m, header, voice=voice, seed=seed, match=match)
         pieces = []
         to_stdout = str(output) == "-"
         if to_stdout:
@@ -122,6 +122,12 @@ def stream(
     target_wav: list[Path] | None = typer.Option(
         None, "--target-wav", help="Decode in the voice of these recordings."
     ),
+    match: bool = typer.Option(
+        True,
+        "--match/--no-match",
+        help="With --target-wav, move the codes towards the recordings' voice as they arrive "
+        "(from the first second on; docs/speaker.md).",
+    ),
     send_voice: float | None = typer.Option(
         None,
         "--send-voice",
@@ -151,7 +157,14 @@ def stream(
         wave, sr = load_audio(input, m.sample_rate)
         seconds = sender_voice_seconds(m, send_voice, voice is not None)
         r = loopback(
-            m, wave, sr, chunk_ms=chunk_ms, packet_ms=packet_ms, voice=voice, send_voice=seconds
+            m,
+            wave,
+            sr,
+            chunk_ms=chunk_ms,
+            packet_ms=packet_ms,
+            voice=voice,
+            send_voice=seconds,
+            match=match,
         )
         save_audio(output, r.audio, m.sample_rate)
         ms = np.asarray(r.compute_ms)

@@ -181,6 +181,7 @@ def decompress(
     speaker: str | Voice | None = None,
     temperature: float = 1.0,
     seed: int | None = None,
+    match: bool = True,
 ) -> np.ndarray:
     """Decode an `.svq` file to a float32 `[num_samples]` waveform at `model.sample_rate`.
 
@@ -188,7 +189,9 @@ def decompress(
     the one the header names, with the writer's conditioning (the stored
     speaker). The voice is `speaker` (a name, or a `Voice` from recordings),
     else the one stored in the file (the input's own, with a speaker
-    encoder, or a speaker's name), else the model's first speaker.
+    encoder, or a speaker's name), else the model's first speaker. To a
+    `speaker` voice measured from recordings, the codes are first moved
+    towards it (`SpeechVQ.match_codes`) unless not `match`.
     """
     svq = read_svq(path, expected_model_hash=model_hash_of(model))
     h = svq.header
@@ -209,6 +212,8 @@ def decompress(
         voice = unpack_voice(h.voice, path)
         if voice.vector.size != model.config.decoder.speaker_dim:
             raise SpeechVQError(f"{path}: its voice does not fit this model's speaker encoder")
+    if match and isinstance(speaker, Voice):
+        codes = model.match_codes(codes, speaker)
     wave = model.decode(codes, voice, temperature=temperature, seed=seed)
     return wave[: h.num_samples]
 

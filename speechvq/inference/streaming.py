@@ -226,7 +226,13 @@ class StreamDecompressor:
     """`.svqs` events (`codec.packets.read_packets`) in, samples at the model's rate out."""
 
     def __init__(
-        self, model: Any, header: P.StreamHeader, voice: str | Voice | None = None, seed: int = 0
+        self,
+        model: Any,
+        header: P.StreamHeader,
+        voice: str | Voice | None = None,
+        seed: int = 0,
+        *,
+        match: bool = True,
     ):
         if header.model_hash != model_hash_of(model):
             raise SpeechVQError(
@@ -241,7 +247,8 @@ class StreamDecompressor:
                 voice = header.speaker or model.speakers[0]
         self.model, self.header = model, header
         self.code = packet_code(model, header.entropy_model).prepare()
-        self.decoder = model.stream_decoder(voice, seed=seed)
+        # A voice from recordings moves the codes towards it (`StreamDecoder`'s `match`).
+        self.decoder = model.stream_decoder(voice, seed=seed, match=match)
         self.last_code = 0
         self.lost_packets = 0
         self.voice_updates = 0  # voice packets followed
@@ -310,11 +317,13 @@ def loopback(
     voice: str | Voice | None = None,
     seed: int = 0,
     send_voice: float | None = None,
+    match: bool = True,
 ) -> LoopbackResult:
     """`wave` through compressor, packets and decompressor in chunks of `chunk_ms`, as a
     live link would carry it; each chunk's compute is timed. `send_voice` seconds: the
     sender measures its voice and sends it (`StreamCompressor`), which the receiver
-    follows unless `voice` is given."""
+    follows unless `voice` is given; to a `voice` from recordings the codes are moved
+    as they arrive unless not `match` (`StreamDecoder`)."""
     import io
 
     from speechvq.models.streaming import algorithmic_latency
@@ -328,7 +337,7 @@ def loopback(
         model, sample_rate, packet_ms=packet_ms, send_voice=send_voice, threaded=False
     )
     meter = comp.voice_meter
-    decomp = StreamDecompressor(model, comp.header, voice=voice, seed=seed)
+    decomp = StreamDecompressor(model, comp.header, voice=voice, seed=seed, match=match)
     pipe = io.BytesIO()
     reader = decomp.reader(pipe, "<loopback>")
     sent = header = len(comp.start())

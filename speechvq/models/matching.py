@@ -35,6 +35,11 @@ class LatentStats:
         mean, std = z.mean(axis=1, dtype=np.float64), z.std(axis=1, dtype=np.float64)
         return cls(mean.astype(np.float32), std.astype(np.float32))
 
+    def move(self, z: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        """`z` `[D, F]` standardised by `mean` and `std` (`[D]` or `[D, F]`), given these."""
+        scale = self.std[:, None] / np.maximum(std, 1e-5).reshape(z.shape[0], -1)
+        return ((z - mean.reshape(z.shape[0], -1)) * scale + self.mean[:, None]).astype(np.float32)
+
 
 def match_latents(latents: np.ndarray, target: LatentStats) -> np.ndarray:
     """Latents `[D, F]` with each dimension moved to `target`'s mean and spread.
@@ -46,5 +51,39 @@ def match_latents(latents: np.ndarray, target: LatentStats) -> np.ndarray:
     if z.shape[1] < MIN_FRAMES:
         return z
     source = LatentStats.of(z)
-    scale = target.std / np.maximum(source.std, 1e-5)
-    return ((z - source.mean[:, None]) * scale[:, None] + target.mean[:, None]).astype(np.float32)
+    return target.move(z, source.mean, source.std)
+
+
+class RunningMatch:
+    """`match_latents` as frames arrive: each frame `[D]` is moved with the statistics of
+    the frames up to and including it, from the `MIN_FRAMES`-th on (earlier frames pass
+    unchanged). `push` gives the same frames however the input is cut: the sums run
+    in float64 in frame order, as one `np.cumsum` over the whole input would."""
+
+    def __init__(self, target: LatentStats):
+        self.target = target
+        self.frames = 0
+        self.sum: np.ndarray | None = None  # [D] float64
+        self.sumsq: np.ndarray | None = None
+
+    def push(self, latents: np.ndarray) -> np.ndarray:
+        """`[D, n]` latents (the frames after the last push's) moved; `[D, n]` float32."""
+        z = np.asarray(latents, dtype=np.float32)
+        n = z.shape[1]
+        if n == 0:
+            return z
+        if self.sum is None:
+            self.sum = np.zeros(z.shape[0])
+            self.sumsq = np.zeros(z.shape[0])
+        z64 = z.astype(np.float64)
+        sums = np.cumsum(np.concatenate([self.sum[:, None], z64], axis=1), axis=1)[:, 1:]
+        sumsqs = np.cumsum(np.concatenate([self.sumsq[:, None], z64**2], axis=1), axis=1)[:, 1:]
+        self.sum, self.sumsq = sums[:, -1], sumsqs[:, -1]
+        count = self.frames + np.arange(1, n + 1)
+        self.frames += n
+        mean = sums / count
+        std = np.sqrt(np.maximum(sumsqs / count - mean**2, 0.0))
+        moved = self.target.move(z, mean, std)
+        keep = count < MIN_FRAMES
+        moved[:, keep] = z[:, keep]
+        return moved

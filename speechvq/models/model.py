@@ -203,6 +203,21 @@ class SpeechVQ(nn.Module):
         ]
         return torch.cat(parts).cpu().numpy().astype(np.int64)
 
+    @torch.no_grad()
+    def code_rows(self, codes: np.ndarray) -> np.ndarray:
+        """The codebook rows of codes `[F]`: `[D, F]` float32."""
+        c = torch.as_tensor(self.check_codes(codes), device=self._device)
+        return self.quantizer.lookup(c[None])[0].float().cpu().numpy()
+
+    def match_codes(self, codes: np.ndarray, target: Voice) -> np.ndarray:
+        """Codes `[F]` moved towards `target`'s voice, for a decoder of codes alone: their
+        codebook rows matched to the statistics of the rows of the target's reference
+        codes (`Voice.codes`, `models.matching`), quantised again. Unchanged when the
+        voice has no such statistics (a name, a file header) or under 1 s of codes."""
+        if target.codes is None:
+            return self.check_codes(codes)
+        return self.quantize(match_latents(self.code_rows(codes), target.codes))
+
     def _encoder_chunks(self, wave: np.ndarray, sample_rate: int, chunk_seconds: float):
         """The encoder's output `[1, D, n]` of consecutive pieces of `wave` (see `encode`)."""
         if self.encoder._stream is not None:  # its layers would read and move the stream's state
@@ -237,10 +252,16 @@ class SpeechVQ(nn.Module):
         at the model's rate, then `flush()`; the codes equal `encode`'s."""
         return StreamEncoder(self)
 
-    def stream_decoder(self, speaker: str | int | Voice, seed: int | None = None) -> StreamDecoder:
+    def stream_decoder(
+        self, speaker: str | int | Voice, seed: int | None = None, *, match: bool = True
+    ) -> StreamDecoder:
         """Audio of codes as they arrive, in `speaker`'s voice (a name or a `Voice`), from a
-        model whose decoder is causal: `push(codes)`, then `flush()`; equal to `decode`."""
-        return StreamDecoder(self, speaker, seed)
+        model whose decoder is causal: `push(codes)`, then `flush()`; equal to `decode`.
+
+        To a `Voice` measured from recordings the codes are first moved towards it as
+        they arrive (`models.matching.RunningMatch`, from the first second on);
+        `match=False` decodes them as they come."""
+        return StreamDecoder(self, speaker, seed, match=match)
 
     @torch.no_grad()
     def decode(

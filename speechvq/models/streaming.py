@@ -83,10 +83,13 @@ class StreamDecoder:
     `push(codes [n])` returns the samples that are final, `flush()` the rest
     (the synthesiser holds back `synthesis_stream.HOLD` frames), and ends
     the stream. The audio equals `model.decode(all codes, voice, seed=seed)`
-    up to float rounding, however the codes are cut.
+    up to float rounding, however the codes are cut. With `match` and a voice
+    measured from recordings (`Voice.codes`), the codes are first moved towards
+    it as they arrive (`matching.RunningMatch`); the audio then equals the
+    decode of the codes that one `RunningMatch` push of all of them gives.
     """
 
-    def __init__(self, model: Any, voice: Any, seed: int | None = None):
+    def __init__(self, model: Any, voice: Any, seed: int | None = None, *, match: bool = True):
         from speechvq.models.decoders.source_filter import noise_generator
         from speechvq.models.decoders.synthesis_stream import SynthesisStream
 
@@ -95,7 +98,9 @@ class StreamDecoder:
             raise SpeechVQError(problem)
         self.model = model
         self.device = model._device
-        self.voice, self.mean, self.std = model._voice_tensors(voice)
+        self.match = match
+        self.matcher = None
+        self.set_voice(voice)
         gen = noise_generator(seed, self.device)  # as `SourceFilterDecoder.synthesize`
         self._contexts = [streaming(model.pitch), streaming(model.decoder)]
         for ctx in self._contexts:
@@ -105,8 +110,18 @@ class StreamDecoder:
         model.eval()
 
     def set_voice(self, voice: Any) -> None:
-        """Decode the codes pushed from now on in `voice` (a name or a `Voice`)."""
+        """Decode the codes pushed from now on in `voice` (a name or a `Voice`); a voice
+        with code statistics keeps the running statistics of the codes so far."""
+        from speechvq.models.matching import RunningMatch
+
         self.voice, self.mean, self.std = self.model._voice_tensors(voice)
+        target = getattr(voice, "codes", None) if self.match else None
+        if target is None:
+            self.matcher = None
+        elif self.matcher is None:
+            self.matcher = RunningMatch(target)
+        else:
+            self.matcher.target = target
 
     @torch.no_grad()
     def push(self, codes: np.ndarray) -> np.ndarray:
@@ -119,6 +134,10 @@ class StreamDecoder:
         codes = self.model.check_codes(np.asarray(codes).reshape(-1))
         m = self.model
         latents = m.quantizer.lookup(torch.from_numpy(codes)[None].to(self.device))
+        if self.matcher is not None:
+            moved = self.matcher.push(latents[0].float().cpu().numpy())
+            z = torch.from_numpy(moved)[None].to(self.device)
+            latents = m.quantizer.lookup(m.quantizer.codes(z))
         f0 = PitchPredictor.to_hz(m.pitch(latents), self.mean, self.std, m.config.pitch)
         controls = m.decoder.controls(latents, self.voice, f0)
         return self.synthesis.push(controls)[0].cpu().numpy().astype(np.float32)

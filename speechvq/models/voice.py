@@ -7,7 +7,9 @@ recordings (`voice_from_recordings`): the vector is the mean of the
 encoder's vectors of the recordings, and the F0 level is measured on them
 with WORLD, rather than predicted. A voice measured from recordings also
 keeps the statistics of the content encoder's output over them
-(`models.matching`), which one-shot conversion moves the input's latents to.
+(`models.matching`), which one-shot conversion moves the input's latents to,
+and those of the codebook rows of their codes, which a decoder of codes alone
+moves its codes' rows to.
 """
 
 from __future__ import annotations
@@ -26,20 +28,23 @@ MIN_VOICED_SECONDS = 0.5  # less voiced speech than this is not enough to hear a
 @dataclass(frozen=True)
 class Voice:
     """A voice to decode in: `vector` `[speaker_dim]` float32 and the log-F0 level;
-    `latents`, the encoder's output statistics over the recordings it was measured on
-    (None for a voice from a name or a file header)."""
+    `latents` and `codes`, the statistics of the encoder's output and of the codebook
+    rows of its codes over the recordings it was measured on (None for a voice from a
+    name or a file header)."""
 
     vector: np.ndarray
     logf0_mean: float
     logf0_std: float
     latents: LatentStats | None = None
+    codes: LatentStats | None = None
 
 
 def voice_from_recordings(
     model: Any, recordings: list[tuple[np.ndarray, int]], *, latents: bool = True
 ) -> Voice:
     """The voice of `(wave [T], sample_rate)` recordings of one speaker (a few seconds do);
-    with `latents`, also the content encoder's statistics over them (`Voice.latents`).
+    with `latents`, also the content encoder's statistics over them (`Voice.latents`,
+    `Voice.codes`).
 
     A recording that is silent, shorter than a second or has too little
     voiced speech raises `SpeechVQError` with one line.
@@ -57,7 +62,7 @@ def voice_from_recordings(
     if not recordings:
         raise SpeechVQError("no reference recording given")
     sr = model.sample_rate
-    vectors, logf0, content = [], [], []
+    vectors, logf0, content, rows = [], [], [], []
     for n, (wave, rate) in enumerate(recordings, start=1):
         wave = np.asarray(wave, dtype=np.float32).reshape(-1)
         wave = resample(wave, rate, sr) if rate != sr else wave
@@ -72,6 +77,7 @@ def voice_from_recordings(
             vectors.append(model.speaker_encoder(x)[0].float().cpu().numpy())
         if latents:
             content.append(model.latents(wave, sr))
+            rows.append(model.code_rows(model.quantize(content[-1])))
     voiced = np.concatenate(logf0)
     if voiced.size * model.hop_length / sr < MIN_VOICED_SECONDS:
         seconds = voiced.size * model.hop_length / sr
@@ -84,4 +90,5 @@ def voice_from_recordings(
         logf0_mean=float(voiced.mean()),
         logf0_std=max(0.05, float(voiced.std())) if voiced.size > 1 else 0.2,
         latents=LatentStats.of(np.concatenate(content, axis=1)) if latents else None,
+        codes=LatentStats.of(np.concatenate(rows, axis=1)) if latents else None,
     )
