@@ -3,8 +3,9 @@ bit-identical to the stored reference, and an `.svq` written by 0.1.0.
 
 `tests/data/demo_reference.npz` holds the codes of `examples/demo.wav` and
 their decode as p226 with seed 0, on one thread (other thread counts sum in
-another order). A refactoring must leave both unchanged; a deliberate change
-of the model or of synthesis rewrites the file (see its docstring in git).
+another order). A refactoring must leave the codes unchanged and the audio
+within float rounding; a deliberate change of the model or of synthesis
+rewrites the file (see its docstring in git).
 """
 
 from pathlib import Path
@@ -27,7 +28,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_shipped_model_is_bit_identical_on_the_demo_input(one_thread):
+def test_shipped_model_is_unchanged_on_the_demo_input(one_thread):
     reference = np.load(REPO / "tests" / "data" / "demo_reference.npz")
     model = speechvq.load(None)  # the shipped file, sha256-checked
     wave, sr = load_audio(REPO / "examples" / "demo.wav", model.sample_rate)
@@ -35,7 +36,10 @@ def test_shipped_model_is_bit_identical_on_the_demo_input(one_thread):
     np.testing.assert_array_equal(codes, reference["codes"])
     out = model.decode(codes, "p226", seed=0)
     assert out.dtype == np.float32 and out.shape == reference["wave"].shape
-    assert np.array_equal(out, reference["wave"]), np.abs(out - reference["wave"]).max()
+    # Bit-identical on the machine that wrote the file, but torch's CPU kernels round
+    # differently on another instruction set (seen: 1.6e-5 at most on an AMD EPYC
+    # with AVX-512), so within 1e-4, -76 dB of the 0.65 peak.
+    np.testing.assert_allclose(out, reference["wave"], rtol=0, atol=1e-4)
 
 
 def test_an_svq_file_written_by_0_1_0_still_decodes(one_thread):
