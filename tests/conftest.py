@@ -21,6 +21,15 @@ def synth_speechlike(seconds: float = 0.5, sample_rate: int = 16000, seed: int =
     return wave.astype(np.float32)
 
 
+def tiny_train_config(preset: str = "tiny-sf-spk", **kw):
+    """A `TrainConfig` for a few steps of a tiny model on `make_prepared_corpus`: batches
+    of 2 x 0.25 s, a log line every step, no validation or export on the way."""
+    from speechvq.training.vqvae import TrainConfig
+
+    base = dict(batch_size=2, crop_seconds=0.25, log_every=1, valid_every=0, export_every=0)
+    return TrainConfig(preset=preset, **{**base, **kw})
+
+
 def make_prepared_corpus(root, utterances: int, heldout: float):
     """Speakers alice and bob, `utterances` 1 s synthetic utterances each, prepared
     (Dio F0, no trimming) into `root / "prepared"`, which is returned."""

@@ -9,7 +9,7 @@ import torch
 from speechvq.training.checkpoint import load_checkpoint
 from speechvq.training.code_speaker import SpeakerCritic
 
-from .conftest import make_prepared_corpus
+from .conftest import make_prepared_corpus, tiny_train_config
 
 
 def _latents(speaker: torch.Tensor, frames: int = 40) -> torch.Tensor:
@@ -48,20 +48,11 @@ def test_the_critic_learns_to_name_the_speaker_and_the_confusion_loss_undoes_it(
 
 
 def test_training_with_the_critic_logs_it_and_resumes_it(tmp_path):
-    from speechvq.training.vqvae import TrainConfig, train
+    from speechvq.training.vqvae import train
 
     torch.set_num_threads(1)
     corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
-    cfg = TrainConfig(
-        preset="tiny-sf-spk",
-        batch_size=2,
-        crop_seconds=0.25,
-        log_every=1,
-        valid_every=0,
-        export_every=0,
-        max_steps=6,
-        code_speaker=0.1,
-    )
+    cfg = tiny_train_config(max_steps=6, code_speaker=0.1)
     whole = train(corpus, tmp_path / "a", cfg, progress=False)
     part = train(corpus, tmp_path / "b", cfg, progress=False, stop_after=3)
     train(corpus, tmp_path / "b", cfg, resume=True, progress=False)

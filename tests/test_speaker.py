@@ -12,7 +12,7 @@ from speechvq.config import ModelConfig
 from speechvq.errors import SpeechVQError
 from speechvq.models.voice import Voice
 
-from .conftest import make_prepared_corpus, synth_speechlike
+from .conftest import make_prepared_corpus, synth_speechlike, tiny_train_config
 
 
 @pytest.fixture
@@ -81,18 +81,10 @@ def test_a_model_without_speaker_encoder_says_so(tiny_model):
 
 
 def test_train_exports_each_speakers_vector(tmp_path):
-    from speechvq.training.vqvae import TrainConfig, train
+    from speechvq.training.vqvae import train
 
     corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
-    cfg = TrainConfig(
-        preset="tiny-sf-spk",
-        batch_size=2,
-        crop_seconds=0.25,
-        log_every=1,
-        valid_every=0,
-        export_every=0,
-        max_steps=3,
-    )
+    cfg = tiny_train_config(max_steps=3)
     result = train(corpus, tmp_path / "run", cfg, progress=False)
     model = speechvq.load(result.model_path)
     vectors = model.speaker_vectors

@@ -68,20 +68,10 @@ def test_minimising_it_pulls_two_speakers_vectors_apart():
 def test_training_with_it_logs_it_and_needs_a_speaker_encoder(tmp_path):
     from speechvq.training.vqvae import TrainConfig, train
 
-    from .conftest import make_prepared_corpus
+    from .conftest import make_prepared_corpus, tiny_train_config
 
     corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
-    cfg = TrainConfig(
-        preset="tiny-sf-spk",
-        batch_size=2,
-        crop_seconds=0.25,
-        log_every=1,
-        valid_every=0,
-        checkpoint_every=0,
-        export_every=0,
-        max_steps=3,
-        speaker_loss=0.5,
-    )
+    cfg = tiny_train_config(checkpoint_every=0, max_steps=3, speaker_loss=0.5)
     train(corpus, tmp_path / "run", cfg, progress=False)
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     figures = [float(r.split(",")[1]) for r in log if r.startswith("speaker_loss,")]
