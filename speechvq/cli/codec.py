@@ -79,7 +79,7 @@ def decode(
         m = load_model(model)
         voice, name = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav")
         codes = load_codes(input, m.config.quantizer.codebook_size)
-        if match and speaker_wav:
+        if match:  # a voice from --speaker-wav; a name is left as it is
             codes = m.match_codes(codes, voice)
         wave = m.decode(codes, voice, temperature=temperature, seed=seed, exact=exact)
         save_audio(output, wave, m.sample_rate)

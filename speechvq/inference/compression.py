@@ -212,8 +212,8 @@ def decompress(
         voice = unpack_voice(h.voice, path)
         if voice.vector.size != model.config.decoder.speaker_dim:
             raise SpeechVQError(f"{path}: its voice does not fit this model's speaker encoder")
-    if match and isinstance(speaker, Voice):
-        codes = model.match_codes(codes, speaker)
+    if match:  # only a voice from recordings moves them (a header's keeps no statistics)
+        codes = model.match_codes(codes, voice)
     wave = model.decode(codes, voice, temperature=temperature, seed=seed)
     return wave[: h.num_samples]
 

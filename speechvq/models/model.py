@@ -209,14 +209,15 @@ class SpeechVQ(nn.Module):
         c = torch.as_tensor(self.check_codes(codes), device=self._device)
         return self.quantizer.lookup(c[None])[0].float().cpu().numpy()
 
-    def match_codes(self, codes: np.ndarray, target: Voice) -> np.ndarray:
+    def match_codes(self, codes: np.ndarray, target: str | int | Voice) -> np.ndarray:
         """Codes `[F]` moved towards `target`'s voice, for a decoder of codes alone: their
         codebook rows matched to the statistics of the rows of the target's reference
         codes (`Voice.codes`, `models.matching`), quantised again. Unchanged when the
-        voice has no such statistics (a name, a file header) or under 1 s of codes."""
-        if target.codes is None:
+        target has no such statistics (a name, a file header's voice) or under 1 s of codes."""
+        stats = target.codes if isinstance(target, Voice) else None
+        if stats is None:
             return self.check_codes(codes)
-        return self.quantize(match_latents(self.code_rows(codes), target.codes))
+        return self.quantize(match_latents(self.code_rows(codes), stats))
 
     def _encoder_chunks(self, wave: np.ndarray, sample_rate: int, chunk_seconds: float):
         """The encoder's output `[1, D, n]` of consecutive pieces of `wave` (see `encode`)."""

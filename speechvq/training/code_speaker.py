@@ -66,8 +66,7 @@ class SpeakerCritic:
         logp = self._log_probs(latents.detach())
         target = speaker[:, None].expand(-1, logp.shape[2])  # (B, F)
         loss = F.nll_loss(logp, target)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # the critic's grads are None here: cleared after each step
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             world = torch.distributed.get_world_size()  # one critic on every rank's batch
             for p in self.net.parameters():

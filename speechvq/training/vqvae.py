@@ -334,20 +334,20 @@ class VQVAETask:
             spk_loss = speaker_loss(out.voice, batch["speaker"], table, self.trained)
             loss = loss + self.cfg.speaker_loss * spk_loss
             update_table(out.voice, batch["speaker"], table)
-        gan = {}
+        extra = {}  # the critic's and the discriminators' figures
         if self.critic is not None:
-            gan = self.critic.critic_step(out.latents, batch["speaker"])
+            extra = self.critic.critic_step(out.latents, batch["speaker"])
             with autocast():
                 confusion = self.critic.confusion_loss(out.latents)
             loss = loss + self.cfg.code_speaker * confusion
-            gan["confusion_loss"] = confusion.detach()
+            extra["confusion_loss"] = confusion.detach()
         if self.adversary is not None and step >= self.cfg.adversarial_start:
             real, fake = batch["wave"], out.output
             with autocast():
                 d_loss = self.adversary.discriminator_step(real, fake)
                 adv, fm = self.adversary.generator_losses(real, fake)
             loss = loss + self.cfg.adversarial * adv + self.cfg.feature_matching * fm
-            gan |= {"disc_loss": d_loss, "adv_loss": adv.detach(), "fm_loss": fm.detach()}
+            extra |= {"disc_loss": d_loss, "adv_loss": adv.detach(), "fm_loss": fm.detach()}
         return loop.Step(
             loss=loss,
             amount=batch["wave"].numel() / self.corpus.sample_rate,
@@ -358,7 +358,7 @@ class VQVAETask:
                 "vq_loss": out.vq_loss.item(),
                 "pitch_loss": out.pitch_loss.item(),
                 "speaker_loss": spk_loss.item(),
-                **{k: v.item() for k, v in gan.items()},
+                **{k: v.item() for k, v in extra.items()},
                 "perplexity": out.perplexity.item(),
                 "usage": out.usage.item(),
             },
