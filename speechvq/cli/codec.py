@@ -105,6 +105,12 @@ def convert(
         help="With --target-wav, move the input's latents to the statistics of the "
         "reference's before quantising them (docs/speaker.md).",
     ),
+    pitch: bool = typer.Option(
+        True,
+        "--pitch/--no-pitch",
+        help="Give the output the input's own intonation (its tracked F0 in the target's "
+        "register); --no-pitch predicts F0 from the codes.",
+    ),
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
@@ -120,7 +126,14 @@ def convert(
         voice, name = pick_voice(m, target_speaker, target_wav, "--target-speaker", "--target-wav")
         wave, sr = load_audio(input, m.sample_rate)
         out = m.convert(
-            wave, sr, voice, match=match, temperature=temperature, seed=seed, exact=exact
+            wave,
+            sr,
+            voice,
+            match=match,
+            pitch=pitch,
+            temperature=temperature,
+            seed=seed,
+            exact=exact,
         )
         save_audio(output, out, m.sample_rate)
         typer.echo(f"{output}: {len(out) / m.sample_rate:.2f} s as {name}")
@@ -191,6 +204,12 @@ def compress(
         "with --stream: auto (the model's packet code table if it has one), bigram or fixed.",
     ),
     report: bool = typer.Option(False, "--report", help="Print the bits per second achieved."),
+    pitch: bool = typer.Option(
+        True,
+        "--pitch/--no-pitch",
+        help="Store the input's F0 as a pitch track (about 120 bit/s) for the decoder to "
+        "follow; --no-pitch leaves F0 to the decoder's predictor. Not in --stream.",
+    ),
     stream: bool = typer.Option(
         False,
         "--stream",
@@ -254,15 +273,20 @@ def compress(
             output,
             entropy=entropy,
             speaker=speaker,
+            pitch=pitch,
             force=force,
         )
-        typer.echo(f"{output}: {header.num_frames} codes, {header.payload_bytes} bytes")
+        track = f" (pitch track {header.pitch_bytes})" if header.pitch_block else ""
+        typer.echo(f"{output}: {header.num_frames} codes, {header.payload_bytes} bytes{track}")
         if report:
-            per_code = header.payload_bytes * 8 / header.num_frames
+            seconds = header.num_frames * header.hop_length / header.sample_rate
+            code_bytes = header.payload_bytes - header.pitch_bytes
+            per_code = code_bytes * 8 / header.num_frames
             nominal = m.config.nominal_bitrate
             typer.echo(
-                f"  {header.bits_per_second:,.0f} bit/s ({per_code:.2f} bits/code, entropy "
-                f"model {header.entropy_model}; nominal {nominal:,.0f} bit/s)"
+                f"  {header.bits_per_second:,.0f} bit/s: codes {8 * code_bytes / seconds:,.0f} "
+                f"({per_code:.2f} bits/code, entropy model {header.entropy_model}; nominal "
+                f"{nominal:,.0f} bit/s), pitch track {8 * header.pitch_bytes / seconds:,.0f}"
             )
             seconds = header.num_samples / header.sample_rate
             size = output.stat().st_size

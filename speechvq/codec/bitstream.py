@@ -10,7 +10,9 @@ metadata). Layout, all integers little-endian:
     10      4     header length N (uint32)
     14      N     header: UTF-8 JSON object (see `SVQHeader`)
     14+N    4     CRC32 of the header bytes
-    18+N    M     payload: the range-coded codes (`entropy.py`); M = header's payload_bytes
+    18+N    M     payload: the range-coded codes (`entropy.py`), then the range-coded
+                  pitch track if any (`pitch_track.py`, its last pitch_bytes bytes);
+                  M = header's payload_bytes
 
 A reader refuses, with one line naming the file: another kind of file, a version
 it does not know, a truncated or overlong file, a damaged header or payload
@@ -65,10 +67,14 @@ class SVQHeader:
     # The input's voice for a model with a speaker encoder: base64 of the packed
     # vector and log-F0 level (`inference.compression.pack_voice`); None without.
     voice: str | None = None
+    # The input's pitch track (`speechvq.codec.pitch_track`): code frames per block
+    # (0: no track), and its range-coded bytes, the last `pitch_bytes` of the payload.
+    pitch_block: int = 0
+    pitch_bytes: int = 0
 
     @property
     def bits_per_second(self) -> float:
-        """Payload bit rate (header excluded) over the coded duration."""
+        """Payload bit rate (codes and pitch track; header excluded) over the coded duration."""
         seconds = self.num_frames * self.hop_length / self.sample_rate
         return 8 * self.payload_bytes / seconds if seconds else 0.0
 
@@ -182,7 +188,7 @@ def _parse_header(path: Path, header_bytes: bytes) -> SVQHeader:
     # Unknown keys are ignored: a later writer may add optional fields within version 1.
     values = {n: d[n] for n in known if n in d}
     ints = ("sample_rate", "hop_length", "codebook_size", "num_frames", "num_samples")
-    ints += ("codes_crc32", "payload_bytes", "payload_crc32")
+    ints += ("codes_crc32", "payload_bytes", "payload_crc32", "pitch_block", "pitch_bytes")
     strs = ("model_hash", "entropy_model", "coder", "package_version")
     bad = [n for n in ints if n in values and (type(values[n]) is not int or values[n] < 0)]
     bad += [n for n in strs if n in values and not isinstance(values[n], str)]
@@ -196,6 +202,7 @@ def _parse_header(path: Path, header_bytes: bytes) -> SVQHeader:
         or values["hop_length"] == 0
         or not 2 <= values["codebook_size"] <= 1 << 16
         or values["num_samples"] > values["num_frames"] * values["hop_length"]
+        or values.get("pitch_bytes", 0) > values.get("payload_bytes", 0)
     ):
         raise SpeechVQError(f"{path}: .svq header has inconsistent values")
     return SVQHeader(**values)

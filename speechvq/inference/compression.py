@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from speechvq.codec import pitch_track
 from speechvq.codec.bitstream import (
     MODEL_HASH_CHARS,
     SVQFile,
@@ -135,13 +136,17 @@ def compress(
     *,
     entropy: str = "auto",
     speaker: str | None = None,
+    pitch: bool = True,
     force: bool = False,
 ) -> SVQHeader:
     """Encode a `[T]` waveform to codes and write them, entropy-coded, as an `.svq` file.
 
     `entropy` picks the entropy model (`entropy_source`; by default the
     model's prior, conditioned on `speaker`, when it has one). `speaker` is
-    stored as the default voice for decompression.
+    stored as the default voice for decompression. With `pitch` (and a model
+    with the pitch path) the input's own F0 goes in the file as a pitch track
+    (`codec.pitch_track`, about 120 bit/s), which the decoder then follows
+    instead of predicting F0 from the codes.
     """
     path = Path(path)
     if path.exists() and not force:  # before the encoder runs
@@ -170,8 +175,40 @@ def compress(
         package_version=__version__,
     )
     header = dataclasses.replace(svq.header, voice=voice)
-    write_svq(path, header, svq.payload, force=force)
+    payload = svq.payload
+    if pitch and model.pitch is not None:
+        track = pitch_track.encode_track(input_pitch_track(model, wave, sample_rate, codes.size))
+        header = dataclasses.replace(header, pitch_block=pitch_block(model), pitch_bytes=len(track))
+        payload += track
+    header = dataclasses.replace(
+        header, payload_bytes=len(payload), payload_crc32=zlib.crc32(payload)
+    )
+    write_svq(path, header, payload, force=force)
     return header
+
+
+def pitch_block(model: Any) -> int:
+    """Code frames per block of `model`'s pitch track (20 ms)."""
+    return pitch_track.block_frames(model.sample_rate / model.hop_length)
+
+
+def input_pitch_track(
+    model: Any, wave: np.ndarray, sample_rate: int, num_frames: int
+) -> np.ndarray:
+    """The pitch track symbols `[ceil(num_frames / block)]` of a `[T]` waveform: the
+    tracker's F0 per code frame (`SpeechVQ.input_f0`), in blocks."""
+    return pitch_track.to_symbols(model.input_f0(wave, sample_rate, num_frames), pitch_block(model))
+
+
+def pitch_track_f0(
+    model: Any, symbols: np.ndarray, num_frames: int, voice: str | int | Voice | None = None
+) -> np.ndarray:
+    """Frame F0 `[num_frames]` of a pitch track, as the input's own pitch, or moved to
+    `voice`'s register (its log-F0 level) when another voice is asked for."""
+    f0 = pitch_track.to_f0(symbols, num_frames, pitch_block(model))
+    if voice is not None:
+        f0 = pitch_track.move_level(f0, *model.voice_level(voice))
+    return f0
 
 
 def decompress(
@@ -182,6 +219,7 @@ def decompress(
     temperature: float = 1.0,
     seed: int | None = None,
     match: bool = True,
+    pitch: bool = True,
 ) -> np.ndarray:
     """Decode an `.svq` file to a float32 `[num_samples]` waveform at `model.sample_rate`.
 
@@ -191,7 +229,9 @@ def decompress(
     else the one stored in the file (the input's own, with a speaker
     encoder, or a speaker's name), else the model's first speaker. To a
     `speaker` voice measured from recordings, the codes are first moved
-    towards it (`SpeechVQ.match_codes`) unless not `match`.
+    towards it (`SpeechVQ.match_codes`) unless not `match`. A file's pitch
+    track gives F0 (the input's own, or moved to `speaker`'s register), unless
+    not `pitch`: then F0 is predicted from the codes, as without a track.
     """
     svq = read_svq(path, expected_model_hash=model_hash_of(model))
     h = svq.header
@@ -203,7 +243,10 @@ def decompress(
         raise SpeechVQError(
             f"{path}: coded with the {h.entropy_model!r} entropy model, which this speechvq lacks"
         ) from None
-    codes = unpack_codes(svq, source)
+    track = svq.payload[len(svq.payload) - h.pitch_bytes :] if h.pitch_block else b""
+    codes = unpack_codes(
+        dataclasses.replace(svq, payload=svq.payload[: len(svq.payload) - len(track)]), source
+    )
     if codes.size == 0:
         return np.zeros(0, dtype=np.float32)
     if speaker is not None or h.voice is None:
@@ -214,7 +257,16 @@ def decompress(
             raise SpeechVQError(f"{path}: its voice does not fit this model's speaker encoder")
     if match:  # only a voice from recordings moves them (a header's keeps no statistics)
         codes = model.match_codes(codes, voice)
-    wave = model.decode(codes, voice, temperature=temperature, seed=seed)
+    f0 = None
+    if pitch and h.pitch_block and model.pitch is not None:
+        if h.pitch_block != pitch_block(model):
+            raise SpeechVQError(f"{path}: its pitch track's blocks do not fit this model")
+        try:
+            symbols = pitch_track.decode_track(track, -(-codes.size // h.pitch_block))
+        except ValueError as exc:
+            raise SpeechVQError(f"{path}: cannot decode its pitch track ({exc})") from None
+        f0 = pitch_track_f0(model, symbols, codes.size, speaker)
+    wave = model.decode(codes, voice, temperature=temperature, seed=seed, f0=f0)
     return wave[: h.num_samples]
 
 

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechvq.audio.f0 import extract_f0
 from speechvq.audio.io import resample
+from speechvq.codec.pitch_track import move_level
 from speechvq.config import ModelConfig
 from speechvq.errors import SpeechVQError
 from speechvq.models.decoders import make_decoder
@@ -303,6 +305,12 @@ class SpeechVQ(nn.Module):
         options = SynthesisOptions(temperature=temperature, seed=seed, exact=exact, fold=fold)
         return self.decoder.synthesize(latents, voice, f0_t, options)
 
+    def voice_level(self, speaker: str | int | Voice) -> tuple[float, float]:
+        """The log-F0 mean and spread that place pitch in `speaker`'s voice (a name's
+        stored level, or a `Voice`'s measured one)."""
+        _, mean, std = self._voice_tensors(speaker)
+        return float(mean[0]), float(std[0])
+
     def _voice_tensors(self, speaker: str | int | Voice):
         """The decoder's speaker input (ids `[1]` or a vector `[1, S]`) and log-F0 level `[1]`."""
         dev = self._device
@@ -330,6 +338,7 @@ class SpeechVQ(nn.Module):
         target_speaker: str | int | Voice,
         *,
         match: bool = True,
+        pitch: bool = True,
         **kwargs,
     ) -> np.ndarray:
         """Voice conversion: encode, then decode in `target_speaker`'s voice (a name, or a
@@ -338,7 +347,10 @@ class SpeechVQ(nn.Module):
         To a `Voice` measured from recordings, the encoder's output is first moved
         to the statistics it has over them (`models.matching`), which carries over
         the part of the voice that the codes keep; `match=False` decodes the
-        codes of `encode` instead.
+        codes of `encode` instead. With the pitch path, F0 is the input's own
+        (WORLD Harvest, as a `.svq` pitch track is measured) moved to the target's
+        register (`codec.pitch_track.move_level`); `pitch=False` predicts it from
+        the codes instead.
         """
         if not isinstance(target_speaker, Voice):
             self.speaker_id(target_speaker)  # fail before the slow part
@@ -347,7 +359,21 @@ class SpeechVQ(nn.Module):
             codes = self.quantize(match_latents(self.latents(wave, sample_rate), stats))
         else:
             codes = self.encode(wave, sample_rate)
+        if pitch and self.pitch is not None and kwargs.get("f0") is None:
+            f0 = self.input_f0(wave, sample_rate, codes.size)
+            kwargs["f0"] = move_level(f0, *self.voice_level(target_speaker))
         return self.decode(codes, target_speaker, **kwargs)
+
+    def input_f0(self, wave: np.ndarray, sample_rate: int, num_frames: int) -> np.ndarray:
+        """The F0 of a `[T]` waveform per code frame, `[num_frames]` Hz (0 = unvoiced): WORLD
+        Harvest with data preparation's 80 Hz high-pass against mains hum."""
+        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+        if sample_rate != self.sample_rate:
+            wave = resample(wave, sample_rate, self.sample_rate)
+        f0 = extract_f0(
+            wave, self.sample_rate, self.hop_length, method="harvest", harvest_highpass_hz=80.0
+        )
+        return np.pad(f0, (0, max(0, num_frames - f0.size)))[:num_frames]
 
     def check_codes(self, codes: np.ndarray) -> np.ndarray:
         """Validate a `[F]` integer code array; returns it as int64."""
