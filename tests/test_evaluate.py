@@ -283,3 +283,28 @@ def test_references_give_centroids_for_targets_absent_from_the_inputs(
     assert not any("no reference utterance" in n for n in with_refs.notes)
     (row,) = with_refs.conversion_summary()
     assert row["target"] == "p226" and np.isfinite(row["sim_target"]["mean"])
+
+
+def test_the_pitch_track_system_is_scored_beside_the_codes(tmp_path):
+    import torch
+
+    import speechvq
+    from speechvq.codec.pitch_track import encode_track
+    from speechvq.evaluation.results import PITCH_SYSTEM
+    from speechvq.inference.compression import input_pitch_track
+
+    torch.manual_seed(0)
+    model = speechvq.SpeechVQ(speechvq.ModelConfig.preset("tiny-sf", speakers=["p225", "p226"]))
+    items = _two_files(tmp_path)
+    options = EvaluationOptions(baselines=(), metrics=("f0",), progress=False, examples=0)
+    report = evaluate(model, items, options)
+    pitch, plain = report.system(PITCH_SYSTEM), report.system("speechvq")
+    assert set(pitch.scores) == set(plain.scores) == {i.id for i in items}
+    # its rate: the codes' nominal rate plus the measured bytes of each file's track
+    rates = []
+    for item in items:
+        wave, _ = load_audio(item.path, SR)
+        symbols = input_pitch_track(model, wave, SR, model.encode(wave, SR).size)
+        rates.append(8 * len(encode_track(symbols)) / (wave.size / SR))
+    assert pitch.bitrate == pytest.approx(model.config.nominal_bitrate + np.mean(rates))
+    assert plain.bitrate == model.config.nominal_bitrate and pitch.entropy_bitrate is None

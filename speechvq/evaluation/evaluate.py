@@ -20,19 +20,26 @@ from typing import Any
 import numpy as np
 
 from speechvq.audio.io import load_audio
+from speechvq.codec.pitch_track import encode_track
 from speechvq.data.discovery import Recording
 from speechvq.errors import SpeechVQError
 from speechvq.evaluation import metrics as M
 from speechvq.evaluation.baselines import DEFAULT_BASELINES, Baseline, parse_baselines
 from speechvq.evaluation.results import (
     MODEL_SYSTEM,
+    PITCH_SYSTEM,
     REFERENCE_SYSTEM,
     ConversionResult,
     EvaluationReport,
     Example,
     SystemResult,
 )
-from speechvq.inference.compression import pack_voice, unpack_voice
+from speechvq.inference.compression import (
+    input_pitch_track,
+    pack_voice,
+    pitch_track_f0,
+    unpack_voice,
+)
 from speechvq.models.voice import Voice
 
 # What `--metrics` selects: group name -> the metrics it yields.
@@ -105,6 +112,12 @@ def evaluate(
         run.score(item)
     if run.entropy_bps:
         run.report.system(MODEL_SYSTEM).entropy_bitrate = float(np.mean(run.entropy_bps))
+    if run.track_bps:  # the track is always range-coded: its measured rate is added to both
+        track = float(np.mean(run.track_bps))
+        pitch = run.report.system(PITCH_SYSTEM)
+        pitch.bitrate = float(model.config.nominal_bitrate) + track
+        if run.entropy_bps:
+            pitch.entropy_bitrate = float(np.mean(run.entropy_bps)) + track
     run.report.conversions = run.conversion_results(references, extra)
     return run.report
 
@@ -120,6 +133,8 @@ class _Run:
         if model is not None:
             bitrate = float(model.config.nominal_bitrate)
             self.report.systems.append(SystemResult(MODEL_SYSTEM, bitrate))
+            if model.pitch is not None:
+                self.report.systems.append(SystemResult(PITCH_SYSTEM, bitrate))
         self.baselines: list[Baseline] = []  # those whose tools are installed
         for b in parse_baselines(options.baselines):
             reason = b.missing()
@@ -131,6 +146,7 @@ class _Run:
         self.embeddings: dict[str, np.ndarray] = {}  # item id -> reference embedding
         self.converted: list[tuple[Recording, str, np.ndarray, float]] = []
         self.entropy_bps: list[float] = []
+        self.track_bps: list[float] = []  # the range-coded pitch track's bit/s, per file
         # target label -> what `convert` takes: a speaker's name or a measured `Voice`
         self.targets: dict[str, Any] = {t: t for t in options.convert_to}
 
@@ -199,6 +215,11 @@ class _Run:
             if isinstance(speaker, Voice):  # as `compress` stores it: 8-bit in the header
                 speaker = unpack_voice(pack_voice(speaker))
             outputs[MODEL_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed)
+            if model.pitch is not None:  # as `decompress` decodes a file with its pitch track
+                symbols = input_pitch_track(model, ref, self.sr, codes.size)
+                f0 = pitch_track_f0(model, symbols, codes.size)
+                outputs[PITCH_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed, f0=f0)
+                self.track_bps.append(8 * len(encode_track(symbols)) / (len(ref) / self.sr))
             bits = _prior_bits(model, codes, item)
             if bits is not None:
                 self.entropy_bps.append(bits / (len(ref) / self.sr))

@@ -74,7 +74,9 @@ def markdown(report: EvaluationReport, figures: list[str] = ()) -> str:
         "# speechvq evaluation",
         "",
         f"{n} file{'s' * (n != 1)} at {report.sample_rate} Hz; mean ± std over files "
-        "(bitrates are nominal; speechvq's entropy-coded rate in brackets when it has a prior).",
+        "(bitrates are nominal; speechvq's entropy-coded rate in brackets when it has a prior;"
+        " speechvq+pitch is the codes with the input's pitch track, as `compress` writes them,"
+        " its measured range-coded rate added).",
         "",
         "| system | kbit/s | " + " | ".join(h for _, h, _ in _COLUMNS) + " |",
         "|---|---:|" + "---:|" * len(_COLUMNS),

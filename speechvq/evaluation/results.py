@@ -30,6 +30,8 @@ METRICS = (
 
 
 MODEL_SYSTEM = "speechvq"
+# The model's codes with the input's pitch track (`codec.pitch_track`), as `compress` writes.
+PITCH_SYSTEM = "speechvq+pitch"
 
 
 REFERENCE_SYSTEM = "reference"
