@@ -16,6 +16,8 @@ Variants (`--variants`, comma-separated): `none` (the codes of `encode`),
 decoder of codes alone does: `decode --speaker-wav`, `SpeechVQ.match_codes`)
 and `running` (the same as a stream does it, each frame matched with the
 statistics of the frames so far: `StreamDecoder`, `matching.RunningMatch`).
+Each decodes with F0 predicted from the codes; with `+pitch` (`latents+pitch`,
+0.9.0's `convert`) with the input's tracked F0 in the target's register instead.
 
     python recipes/spk/convert_matrix.py [-m small-spk] [--data ../shared/data]
 """
@@ -33,24 +35,36 @@ from tqdm import tqdm
 
 import speechvq
 from speechvq.audio.io import load_audio
+from speechvq.codec.pitch_track import move_level
 from speechvq.evaluation import metrics as M
 from speechvq.models.matching import RunningMatch
 
 SR = 16000
 
 
+_TRACKED: dict[int, np.ndarray] = {}  # id of an input wave -> its tracked F0
+
+
 def convert(model, variant: str, wave: np.ndarray, voice) -> np.ndarray:
     """`wave` converted to `voice` the way `variant` names (see the module's docstring)."""
-    if variant in ("none", "latents"):
-        return model.convert(wave, SR, voice, match=variant == "latents", seed=0)
+    base, _, extra = variant.partition("+")
+    if extra not in ("", "pitch"):
+        raise SystemExit(f"unknown variant {variant!r}")
+    f0 = None
+    if extra == "pitch":  # as `convert` does it; each input is tracked once, not 25 times
+        if id(wave) not in _TRACKED:
+            _TRACKED[id(wave)] = model.input_f0(wave, SR, model.encode(wave, SR).size)
+        f0 = move_level(_TRACKED[id(wave)], *model.voice_level(voice))
+    if base in ("none", "latents"):
+        return model.convert(wave, SR, voice, match=base == "latents", pitch=False, f0=f0, seed=0)
     codes = model.encode(wave, SR)
-    if variant == "codes":
+    if base == "codes":
         codes = model.match_codes(codes, voice)
-    elif variant == "running":
+    elif base == "running":
         codes = model.quantize(RunningMatch(voice.codes).push(model.code_rows(codes)))
     else:
         raise SystemExit(f"unknown variant {variant!r}")
-    return model.decode(codes, voice, seed=0)
+    return model.decode(codes, voice, seed=0, f0=f0)
 
 
 def main() -> None:
@@ -59,7 +73,9 @@ def main() -> None:
     ap.add_argument("-m", "--model", default="small-spk")
     ap.add_argument("--data", default="../shared/data", help="holds speechocean762/WAVE")
     ap.add_argument("--reference-seconds", type=float, default=3.0)
-    ap.add_argument("--variants", default="none,latents", help="none, latents, codes, running")
+    ap.add_argument(
+        "--variants", default="none,latents", help="none, latents, codes, running; each also +pitch"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = speechvq.load(args.model)
