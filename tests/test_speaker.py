@@ -167,3 +167,32 @@ def test_evaluate_converts_one_shot_to_recorded_voices(tmp_path, model):
     assert sorted(c.target for c in report.conversions) == ["carol", "dave"]
     assert any("one-shot target carol: voice from 1 file(s)" in n for n in report.notes)
     assert "mel_distance" in report.system("speechvq").scores["in"]  # in its own voice
+
+
+def test_reference_crops_come_from_another_utterance_and_may_be_longer(tmp_path):
+    from speechvq.data.corpus import PreparedCorpus
+    from speechvq.training.vqvae import CropSampler
+
+    corpus = PreparedCorpus(make_prepared_corpus(tmp_path, utterances=3, heldout=0.0))
+    utts = {u.id: u for u in corpus.utterances("train")}
+    audio = {i: corpus.crop(u, 0, u.length).audio for i, u in utts.items()}
+    crop = 8000
+    for length in (0, 24000):  # 0: as long as the crop; 1.5 s: longer than every utterance
+        sampler = CropSampler(corpus, crop, 4, corpus.speakers, True, length)
+        batch = sampler.batch(seed=0, step=1, rank=0)
+        refs = batch["reference"].numpy()
+        assert refs.shape == (4, length or crop)
+        for wave, ref, spk in zip(batch["wave"].numpy(), refs, batch["speaker"].tolist()):
+            speaker = corpus.speakers[spk]
+            heard = ref[: min(ref.size, 16000)]  # an utterance is 1 s: the rest is padding
+            assert not ref[16000:].any()
+            sources = [i for i, a in audio.items() if _holds(a, heard)]
+            assert len(sources) == 1 and utts[sources[0]].speaker == speaker
+            assert not _holds(audio[sources[0]], wave)  # another utterance than the crop's
+
+
+def _holds(whole: np.ndarray, part: np.ndarray) -> bool:
+    return any(
+        np.array_equal(whole[s : s + part.size], part)
+        for s in range(0, whole.size - part.size + 1, 64)
+    )

@@ -63,6 +63,11 @@ class TrainConfig:
     # Weight of the speaker-identification loss on the speaker encoder's vectors
     # (`speechvq.training.speaker_loss`); 0 disables. Only with a speaker encoder.
     speaker_loss: float = 0.0
+    # Length of the speaker encoder's reference crops (another utterance of the
+    # crop's speaker); 0: as long as the training crop. A reference utterance
+    # shorter than this is taken whole, zero-padded (the encoder's energy gate
+    # leaves the padding out of its pooling).
+    reference_seconds: float = 0.0
     # Weight of the speaker-adversarial loss on the encoder's latents
     # (`speechvq.training.code_speaker`): a frame-level speaker critic is trained
     # beside the model and the encoder is pushed to confuse it; 0 disables.
@@ -115,9 +120,11 @@ class CropSampler:
         batch_size: int,
         speakers: list[str],
         references: bool = False,
+        reference_length: int = 0,
     ):
         self.corpus = corpus
         self.crop = crop
+        self.reference_length = reference_length or crop  # samples
         self.batch_size = batch_size
         self.utts = [u for u in corpus.utterances("train") if u.length >= crop]
         if not self.utts:
@@ -149,7 +156,8 @@ class CropSampler:
         same = self.by_speaker[self.utts[i].speaker]
         others = [j for j in same if j != i]
         j = others[rng.integers(len(others))] if others else i
-        return self.corpus.random_crop(self.utts[j], self.crop, rng).audio
+        audio = self.corpus.random_crop(self.utts[j], self.reference_length, rng).audio
+        return np.pad(audio, (0, self.reference_length - audio.size))
 
 
 @torch.no_grad()
@@ -310,7 +318,9 @@ class VQVAETask:
         self.corpus, self.cfg, self.run_dir, self.device = corpus, cfg, run_dir, device
         crop = int(cfg.crop_seconds * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
         refs = model.speaker_encoder is not None
-        self.sampler = CropSampler(corpus, crop, cfg.batch_size, corpus.speakers, refs)
+        hop = corpus.hop_length
+        ref_len = int(cfg.reference_seconds * corpus.sample_rate) // hop * hop
+        self.sampler = CropSampler(corpus, crop, cfg.batch_size, corpus.speakers, refs, ref_len)
         # The speakers with training utterances (the speaker loss's classes).
         trained = [s in self.sampler.by_speaker for s in corpus.speakers]
         self.trained = torch.tensor(trained, device=device)
