@@ -18,7 +18,12 @@ import numpy as np
 
 from speechvq.errors import SpeechVQError
 from speechvq.evaluation import metrics as M
-from speechvq.evaluation.results import MODEL_SYSTEM, REFERENCE_SYSTEM, EvaluationReport
+from speechvq.evaluation.results import (
+    MODEL_SYSTEM,
+    PITCH_SYSTEM,
+    REFERENCE_SYSTEM,
+    EvaluationReport,
+)
 
 _COLUMNS = (  # (metric, header, decimals)
     ("stoi", "STOI", 3),
@@ -132,7 +137,7 @@ def _figures(report: EvaluationReport, out: Path) -> list[Path]:
 
     paths = []
     for k, ex in enumerate(report.examples):
-        names = [n for n in (REFERENCE_SYSTEM, MODEL_SYSTEM) if n in ex.waves]
+        names = [n for n in (REFERENCE_SYSTEM, MODEL_SYSTEM, PITCH_SYSTEM) if n in ex.waves]
         names += [n for n in ex.waves if n not in names][:1]  # one baseline
         fig = spectrogram_figure(
             [(n, ex.waves[n]) for n in names],
