@@ -26,7 +26,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     # `--target-wav`); no prior yet. See the model card.
     "small-spk": (
         "speechvq-small-spk.safetensors",
-        "eb1a47d95c8b9eba8b7e52b9cabf7059901b6c176cf1f4a70d2dbbd3ba7b56ba",
+        "451836b6c9cf1c6303ce2bb33c45e554eb0e0d046fca1e5eae0b299c13d0fde8",
     ),
     # Experimental: every network causal, so it streams (16 ms algorithmic latency;
     # `compress --stream`, `speechvq stream`), with its packet code. See the model card.
