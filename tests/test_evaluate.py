@@ -291,7 +291,7 @@ def test_the_pitch_track_system_is_scored_beside_the_codes(tmp_path):
     import speechvq
     from speechvq.codec.pitch_track import encode_track
     from speechvq.evaluation.results import PITCH_SYSTEM
-    from speechvq.inference.compression import input_pitch_track
+    from speechvq.inference.compression import pitch_symbols
 
     torch.manual_seed(0)
     model = speechvq.SpeechVQ(speechvq.ModelConfig.preset("tiny-sf", speakers=["p225", "p226"]))
@@ -304,7 +304,7 @@ def test_the_pitch_track_system_is_scored_beside_the_codes(tmp_path):
     rates = []
     for item in items:
         wave, _ = load_audio(item.path, SR)
-        symbols = input_pitch_track(model, wave, SR, model.encode(wave, SR).size)
+        symbols = pitch_symbols(model, model.input_f0(wave, SR, model.encode(wave, SR).size))
         rates.append(8 * len(encode_track(symbols)) / (wave.size / SR))
     assert pitch.bitrate == pytest.approx(model.config.nominal_bitrate + np.mean(rates))
     assert plain.bitrate == model.config.nominal_bitrate and pitch.entropy_bitrate is None

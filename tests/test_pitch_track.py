@@ -90,8 +90,8 @@ def test_compress_stores_a_track_that_decompress_follows(tmp_path, tiny_sf):
     from speechvq.inference.compression import (
         compress,
         decompress,
-        input_pitch_track,
         pitch_block,
+        pitch_symbols,
         pitch_track_f0,
         unpack_codes,
     )
@@ -108,7 +108,7 @@ def test_compress_stores_a_track_that_decompress_follows(tmp_path, tiny_sf):
     # come first, so it still gets them (the track's bytes after them go unread).
     whole = unpack_codes(read_svq(path), AdaptiveSource(header.codebook_size))
     np.testing.assert_array_equal(whole, codes)
-    symbols = input_pitch_track(tiny_sf, wave, 16000, codes.size)
+    symbols = pitch_symbols(tiny_sf, tiny_sf.input_f0(wave, 16000, codes.size))
     f0 = pitch_track_f0(tiny_sf, symbols, codes.size)
     voiced = f0[f0 > 0]  # the input is a 120-160 Hz vibrato
     assert voiced.size > 0.8 * f0.size and 110 < np.median(voiced) < 170

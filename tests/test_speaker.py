@@ -182,7 +182,9 @@ def test_reference_crops_come_from_another_utterance_and_may_be_longer(tmp_path)
         batch = sampler.batch(seed=0, step=1, rank=0)
         refs = batch["reference"].numpy()
         assert refs.shape == (4, length or crop)
-        for wave, ref, spk in zip(batch["wave"].numpy(), refs, batch["speaker"].tolist()):
+        for wave, ref, spk in zip(
+            batch["wave"].numpy(), refs, batch["speaker"].tolist(), strict=True
+        ):
             speaker = corpus.speakers[spk]
             heard = ref[: min(ref.size, 16000)]  # an utterance is 1 s: the rest is padding
             assert not ref[16000:].any()

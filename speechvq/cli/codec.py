@@ -207,7 +207,7 @@ def compress(
     pitch: bool = typer.Option(
         True,
         "--pitch/--no-pitch",
-        help="Store the input's F0 as a pitch track (about 120 bit/s) for the decoder to "
+        help="Store the input's F0 as a pitch track (about 150 bit/s) for the decoder to "
         "follow; --no-pitch leaves F0 to the decoder's predictor. Not in --stream.",
     ),
     stream: bool = typer.Option(

@@ -12,8 +12,8 @@ carry the tracker's F0, as codec2 and every vocoder codec carry theirs:
   step, so within 2.3% of the mean);
 - sent as the step from the previous voiced block's level (mod `LEVELS`), so
   a steady or gliding voice repeats a few small symbols, range-coded under
-  the `adaptive` model of `speechvq.codec.entropy` (about 120 bit/s on
-  speech);
+  the `adaptive` model of `speechvq.codec.entropy` (140-170 bit/s on
+  held-out speech);
 - decoded back to frames by interpolating log-F0 between the centres of
   voiced blocks, each block's frames voiced or not as the block.
 
@@ -51,7 +51,7 @@ def to_symbols(f0: np.ndarray, block: int) -> np.ndarray:
     blocks = padded.reshape(n, block)
     voiced = blocks > 0
     count = voiced.sum(axis=1)
-    logs = np.where(voiced, np.log(np.where(voiced, blocks, 1.0)), 0.0).sum(axis=1)
+    logs = np.log(np.where(voiced, blocks, 1.0)).sum(axis=1)  # log 1 = 0: unvoiced add nothing
     mean = logs / np.maximum(count, 1)
     level = np.clip(np.round((mean - math.log(F0_MIN)) / _STEP), 0, LEVELS - 1).astype(np.int64)
     return np.where(2 * count >= block, 1 + level, 0)

@@ -35,8 +35,8 @@ from speechvq.evaluation.results import (
     SystemResult,
 )
 from speechvq.inference.compression import (
-    input_pitch_track,
     pack_voice,
+    pitch_symbols,
     pitch_track_f0,
     unpack_voice,
 )
@@ -211,12 +211,14 @@ class _Run:
         model = self.model
         if model is not None:
             codes = model.encode(ref, self.sr)
-            speaker = _decode_speaker(model, item, ref, self.sr)
+            # The input's F0, tracked once for the pitch track and the voice's level.
+            track_f0 = model.input_f0(ref, self.sr, codes.size) if model.pitch is not None else None
+            speaker = _decode_speaker(model, item, ref, self.sr, track_f0)
             if isinstance(speaker, Voice):  # as `compress` stores it: 8-bit in the header
                 speaker = unpack_voice(pack_voice(speaker))
             outputs[MODEL_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed)
-            if model.pitch is not None:  # as `decompress` decodes a file with its pitch track
-                symbols = input_pitch_track(model, ref, self.sr, codes.size)
+            if track_f0 is not None:  # as `decompress` decodes a file with its pitch track
+                symbols = pitch_symbols(model, track_f0)
                 f0 = pitch_track_f0(model, symbols, codes.size)
                 outputs[PITCH_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed, f0=f0)
                 self.track_bps.append(8 * len(encode_track(symbols)) / (len(ref) / self.sr))
@@ -355,12 +357,15 @@ def _prior_bits(model, codes: np.ndarray, item: Recording) -> float | None:
     return float(nats) * len(codes) / math.log(2)
 
 
-def _decode_speaker(model, item: Recording, ref: np.ndarray, sr: int) -> Any:
+def _decode_speaker(
+    model, item: Recording, ref: np.ndarray, sr: int, f0: np.ndarray | None = None
+) -> Any:
     """The voice a codec user gets: with a speaker encoder, the recording's own (what
-    `compress` keeps of it); else its speaker's name, or the model's first speaker."""
+    `compress` keeps of it; `f0`, its `input_f0` if tracked already); else its
+    speaker's name, or the model's first speaker."""
     if model.speaker_encoder is not None:
-        try:
-            return model.voice([(ref, sr)], latents=False)  # as the header keeps it
+        try:  # as the header keeps it
+            return model.voice([(ref, sr)], latents=False, f0=None if f0 is None else [f0])
         except SpeechVQError:  # too short or too little voiced speech: a name after all
             pass
     if item.speaker in model.speakers:

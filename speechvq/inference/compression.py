@@ -145,7 +145,7 @@ def compress(
     model's prior, conditioned on `speaker`, when it has one). `speaker` is
     stored as the default voice for decompression. With `pitch` (and a model
     with the pitch path) the input's own F0 goes in the file as a pitch track
-    (`codec.pitch_track`, about 120 bit/s), which the decoder then follows
+    (`codec.pitch_track`, about 150 bit/s), which the decoder then follows
     instead of predicting F0 from the codes.
     """
     path = Path(path)
@@ -154,15 +154,20 @@ def compress(
     if speaker is not None:
         model.speaker_id(speaker)  # an unknown speaker fails here, naming the known ones
     source = entropy_source(model, entropy, speaker)
+    codes = model.encode(wave, sample_rate)
+    # The input's F0, tracked once for both the pitch track and the voice's level.
+    track_f0 = (
+        model.input_f0(wave, sample_rate, codes.size) if pitch and model.pitch is not None else None
+    )
     voice = None
     if model.speaker_encoder is not None and speaker is None:
+        f0 = None if track_f0 is None else [track_f0]
         try:  # the input's own voice travels with its codes
-            voice = pack_voice(model.voice([(wave, sample_rate)], latents=False))
+            voice = pack_voice(model.voice([(wave, sample_rate)], latents=False, f0=f0))
         except SpeechVQError as exc:
             warnings.warn(
                 f"{path}: no voice stored ({exc}); decoded as a training voice", stacklevel=2
             )
-    codes = model.encode(wave, sample_rate)
     num_samples = round(np.asarray(wave).size * model.sample_rate / sample_rate)
     svq = pack_codes(
         codes,
@@ -176,8 +181,8 @@ def compress(
     )
     header = dataclasses.replace(svq.header, voice=voice)
     payload = svq.payload
-    if pitch and model.pitch is not None:
-        track = pitch_track.encode_track(input_pitch_track(model, wave, sample_rate, codes.size))
+    if track_f0 is not None:
+        track = pitch_track.encode_track(pitch_symbols(model, track_f0))
         header = dataclasses.replace(header, pitch_block=pitch_block(model), pitch_bytes=len(track))
         payload += track
     header = dataclasses.replace(
@@ -192,12 +197,10 @@ def pitch_block(model: Any) -> int:
     return pitch_track.block_frames(model.sample_rate / model.hop_length)
 
 
-def input_pitch_track(
-    model: Any, wave: np.ndarray, sample_rate: int, num_frames: int
-) -> np.ndarray:
-    """The pitch track symbols `[ceil(num_frames / block)]` of a `[T]` waveform: the
-    tracker's F0 per code frame (`SpeechVQ.input_f0`), in blocks."""
-    return pitch_track.to_symbols(model.input_f0(wave, sample_rate, num_frames), pitch_block(model))
+def pitch_symbols(model: Any, f0: np.ndarray) -> np.ndarray:
+    """The pitch track symbols `[ceil(F / block)]` of an input's F0 per code frame `[F]`
+    (`SpeechVQ.input_f0`)."""
+    return pitch_track.to_symbols(f0, pitch_block(model))
 
 
 def pitch_track_f0(

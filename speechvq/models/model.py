@@ -114,11 +114,18 @@ class SpeechVQ(nn.Module):
         their recordings), which `--speaker NAME` uses."""
         self.speaker_vectors.copy_(vectors)
 
-    def voice(self, recordings: list[tuple[np.ndarray, int]], *, latents: bool = True) -> Voice:
+    def voice(
+        self,
+        recordings: list[tuple[np.ndarray, int]],
+        *,
+        latents: bool = True,
+        f0: list[np.ndarray] | None = None,
+    ) -> Voice:
         """The voice of `(wave, sample_rate)` recordings of one speaker (speaker encoder);
         `latents=False` leaves out the content statistics (`Voice.latents`), which only
-        `convert` uses, and with them the content encoder's pass."""
-        return voice_from_recordings(self, recordings, latents=latents)
+        `convert` uses, and with them the content encoder's pass. `f0`: each
+        recording's `input_f0` when the caller has tracked it already."""
+        return voice_from_recordings(self, recordings, latents=latents, f0=f0)
 
     def set_pitch_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Store per-speaker log-F0 mean and spread `[S]` (measured on training data)."""

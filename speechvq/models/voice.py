@@ -40,18 +40,22 @@ class Voice:
 
 
 def voice_from_recordings(
-    model: Any, recordings: list[tuple[np.ndarray, int]], *, latents: bool = True
+    model: Any,
+    recordings: list[tuple[np.ndarray, int]],
+    *,
+    latents: bool = True,
+    f0: list[np.ndarray] | None = None,
 ) -> Voice:
     """The voice of `(wave [T], sample_rate)` recordings of one speaker (a few seconds do);
     with `latents`, also the content encoder's statistics over them (`Voice.latents`,
-    `Voice.codes`).
+    `Voice.codes`). `f0`, if given, is each recording's `model.input_f0`, already
+    tracked (a caller that needs it anyway saves the tracker a second pass).
 
     A recording that is silent, shorter than a second or has too little
     voiced speech raises `SpeechVQError` with one line.
     """
     import torch
 
-    from speechvq.audio.f0 import extract_f0
     from speechvq.audio.io import resample
 
     if model.speaker_encoder is None:
@@ -70,8 +74,8 @@ def voice_from_recordings(
             raise SpeechVQError(f"reference {n}: {wave.size / sr:.2f} s, under 1 s of audio")
         if float(np.sqrt(np.mean(wave.astype(np.float64) ** 2))) < 1e-4:
             raise SpeechVQError(f"reference {n}: silent")
-        f0 = extract_f0(wave, sr, model.hop_length, method="harvest", harvest_highpass_hz=80.0)
-        logf0.append(np.log(f0[f0 > 0]))
+        track = model.input_f0(wave, sr, wave.size // model.hop_length) if f0 is None else f0[n - 1]
+        logf0.append(np.log(track[track > 0]))
         with torch.inference_mode():
             x = torch.from_numpy(wave)[None].to(next(model.parameters()).device)
             vectors.append(model.speaker_encoder(x)[0].float().cpu().numpy())
