@@ -141,3 +141,39 @@ def test_adversarial_training_needs_a_parallel_decoder(tmp_path):
     corpus = make_prepared_corpus(tmp_path, utterances=1, heldout=0.0)
     with pytest.raises(SpeechVQError, match="parallel decoder"):
         train(corpus, tmp_path / "r", TrainConfig(preset="tiny", adversarial=1.0), progress=False)
+
+
+def test_a_frozen_encoder_keeps_the_codes_while_the_decoder_trains(tmp_path):
+    import pytest
+    from safetensors.torch import load_file
+
+    from speechvq.errors import SpeechVQError
+    from speechvq.training.vqvae import TrainConfig, train
+
+    from .conftest import make_prepared_corpus
+
+    corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
+    base = dict(batch_size=2, crop_seconds=0.25, log_every=1, valid_every=0, export_every=0)
+    first = train(
+        corpus, tmp_path / "sf", TrainConfig(preset="tiny-sf", max_steps=2, **base), progress=False
+    )
+    frozen = ["encoder", "quantizer", "pitch"]
+    cfg = TrainConfig(
+        preset="tiny-sfwn", max_steps=3, lr=1e-2, init_parts="matching", frozen=frozen, **base
+    )
+    r = train(corpus, tmp_path / "wn", cfg, init_from=first.model_path, progress=False)
+    before, after = load_file(first.model_path), load_file(r.model_path)
+    kept = [k for k in before if k.split(".")[0] in frozen]
+    assert any(k.startswith("quantizer.codebook") for k in kept)  # the EMA codebook too
+    for k in kept:
+        assert torch.equal(before[k], after[k]), k
+    moved = [k for k in before if k.startswith("decoder.") and not torch.equal(before[k], after[k])]
+    assert moved, "the decoder trained"
+
+    with pytest.raises(SpeechVQError, match="no part 'encodr'"):
+        train(
+            corpus,
+            tmp_path / "typo",
+            TrainConfig(preset="tiny-sf", max_steps=1, frozen=["encodr"], **base),
+            progress=False,
+        )

@@ -173,3 +173,22 @@ def test_init_matching_copies_the_voices_both_tables_know_by_name():
     a, b = old.decoder.speaker.weight, new.decoder.speaker.weight
     assert torch.equal(b[2], a[0]) and torch.equal(b[1], a[1])
     assert torch.allclose(b[0], a.mean(0))  # a new voice starts at the mean of the known
+
+
+def test_every_recipe_config_loads_and_builds_its_model():
+    from pathlib import Path
+
+    from speechvq.training.prior import PriorTrainConfig
+    from speechvq.training.vqvae import TrainConfig
+
+    configs = sorted((Path(__file__).parents[1] / "recipes" / "configs").glob("*.yaml"))
+    assert len(configs) > 10
+    for path in configs:
+        if path.name.startswith("prior-"):
+            assert PriorTrainConfig.from_yaml(path).batch_size > 0
+            continue
+        cfg = TrainConfig.from_yaml(path)
+        model = cfg.model_config(["a", "b"])  # an override that does not fit fails here
+        assert model.speakers == ("a", "b"), path.name
+        if path.name == "small-sfwn-spk-cpu.yaml":
+            assert model.decoder.post_filter.channels == 32  # the override reached it

@@ -73,6 +73,9 @@ class VectorQuantizer(nn.Module):
             self.codebook = nn.Parameter(init)
         # Usage is tracked in both modes for dead-code restarts.
         self.register_buffer("usage_count", torch.ones(K))
+        # Set by the trainer's `frozen` option: training mode, but no EMA updates
+        # or restarts, so the codes stay those of the model it started from.
+        self.frozen = False
         self.register_buffer("initialized", torch.tensor(not cfg.kmeans_init))
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
@@ -108,11 +111,12 @@ class VectorQuantizer(nn.Module):
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.float()
             flat = z.transpose(1, 2).reshape(-1, D)  # (B*T, D)
-            if self.training and not bool(self.initialized):
+            learning = self.training and not self.frozen
+            if learning and not bool(self.initialized):
                 self.init_codebook(flat.detach())  # fallback; the trainer uses more batches
             codes = self.nearest(flat)
             onehot_counts = torch.bincount(codes, minlength=self.cfg.codebook_size).float()
-            if self.training:
+            if learning:
                 self._update(flat.detach(), codes, onehot_counts)
             q = self.lookup(codes.view(B, T))  # (B, D, T)
             loss = self.cfg.beta * F.mse_loss(z, q.detach())

@@ -29,6 +29,7 @@ from speechvq.config import ModelConfig
 from speechvq.data.corpus import PreparedCorpus, Utterance
 from speechvq.errors import SpeechVQError
 from speechvq.models.precision import autocast_dtype
+from speechvq.models.quantizer import VectorQuantizer
 from speechvq.training import loop
 from speechvq.training.adversarial import Adversary
 from speechvq.training.code_speaker import SpeakerCritic
@@ -91,6 +92,10 @@ class TrainConfig:
     # name and shape match is copied, the others start fresh, e.g. a new F0
     # predictor under a trained encoder and decoder).
     init_parts: str = "all"
+    # Parts of the model whose weights stay as they are (names of its submodules,
+    # e.g. ["encoder", "quantizer", "pitch", "speaker_encoder"] to train the decoder
+    # alone: the codes, and the prior and analyses made on them, stay valid).
+    frozen: list[str] = field(default_factory=list)
     base_steps: int = 0
     base_hours: float = 0.0
 
@@ -298,6 +303,7 @@ def train(
             "adversarial training needs a parallel decoder (source-filter or sf-wavenet)"
         )
     model.to(device).train()
+    freeze(model, cfg.frozen)
     task = VQVAETask(model, corpus, cfg, run_dir, device)
     if state is None and base is None and model_cfg.quantizer.kmeans_init:
         init_codebook(model, task.sampler, cfg, device)
@@ -306,6 +312,25 @@ def train(
     return TrainResult(
         run_dir, r.steps, run_dir / "model.safetensors", last_loss, r.elapsed, r.interrupted
     )
+
+
+def freeze(model, names) -> None:
+    """Stop training the submodules `names` of `model` (`TrainConfig.frozen`): no
+    gradients, and a frozen codebook takes no EMA updates."""
+    for name in names:
+        try:
+            part = model.get_submodule(name)
+        except AttributeError:
+            known = ", ".join(n for n, _ in model.named_children())
+            raise SpeechVQError(
+                f"frozen: the model has no part {name!r}; its parts: {known}"
+            ) from None
+        part.requires_grad_(False)
+        for m in part.modules():
+            if isinstance(m, VectorQuantizer):
+                m.frozen = True
+    if names and not any(p.requires_grad for p in model.parameters()):
+        raise SpeechVQError("frozen: nothing is left to train")
 
 
 class VQVAETask:
