@@ -9,6 +9,7 @@ what one free core would give. Usage:
     python benchmarks/synthesis.py --memory-minutes 10     # peak RSS of a 10-minute decode
     python benchmarks/synthesis.py --preset small-sf --decode-seconds 60   # source-filter decoder
     python benchmarks/synthesis.py --preset small-sf --memory-minutes 10
+    python benchmarks/synthesis.py --model runs/sfwn/model.safetensors --decode-seconds 60
 Targets (small preset, 16 kHz): folded >= 32k samples/s (2x real time), single stream
 >= 4.8k samples/s (0.3x).
 """
@@ -90,6 +91,7 @@ def decode_run(model: SpeechVQ, seconds: float, exact: bool, fold: FoldConfig) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
+    ap.add_argument("--model", help="a model file (its config and weights) instead of --preset")
     ap.add_argument("--seconds", type=float, default=0.25, help="audio per engine measurement")
     ap.add_argument("--batches", default="1,4,16,64")
     ap.add_argument("--naive-samples", type=int, default=16)
@@ -101,9 +103,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = SpeechVQ(ModelConfig.preset(args.preset, speakers=["s0", "s1"])).eval()
+    if args.model:
+        model = SpeechVQ.from_file(args.model).eval()
+    else:
+        model = SpeechVQ(ModelConfig.preset(args.preset, speakers=["s0", "s1"])).eval()
     sr = model.sample_rate
-    print(f"{args.preset} preset, 1 thread, numba {'on' if numba_kernel() else 'off'}, "
+    print(f"{args.model or args.preset + ' preset'}, 1 thread, numba {'on' if numba_kernel() else 'off'}, "
           f"load average {os.getloadavg()[0]:.2f} (2 cores)")  # fmt: skip
     if args.memory_minutes:  # either decoder kind (the source-filter one ignores exact/fold)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -112,11 +117,12 @@ def main() -> None:
         print(line(f"decode {args.memory_minutes:g} min", n, wall, cpu, sr))
         print(f"peak RSS {peak:.0f} MB (model built: {before:.0f} MB)")
         return
-    if model.config.decoder.kind == "source-filter":  # not autoregressive: decode speed only
+    kind = model.config.decoder.kind
+    if kind != "wavenet":  # parallel (source-filter, sf-wavenet): decode speed only
         for _ in range(args.repeat):
             seconds = args.decode_seconds or 10.0
             n, wall, cpu = decode_run(model, seconds, False, FoldConfig())
-            print(line(f"decode {seconds:g} s (source-filter)", n, wall, cpu, sr))
+            print(line(f"decode {seconds:g} s ({kind})", n, wall, cpu, sr))
         return
     for rep in range(args.repeat):
         print(f"-- run {rep + 1}, load average {os.getloadavg()[0]:.2f}")
