@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 import speechvq
 from speechvq.config import ModelConfig
+from speechvq.codec.pitch_track import move_level
 from speechvq.models.matching import MIN_FRAMES, LatentStats, RunningMatch, match_latents
+from speechvq.models.voice import Voice, extrapolate
 
 from .conftest import synth_speechlike
 
@@ -61,15 +63,54 @@ def test_conversion_to_a_recorded_voice_matches_its_statistics(model):
     assert voice.latents is not None
     np.testing.assert_allclose(voice.latents.mean, model.latents(ref, 16000).mean(1), atol=1e-5)
     wave = 0.5 * synth_speechlike(2.0, seed=7)
-    matched = model.convert(wave, 16000, voice, seed=0, pitch=False)  # F0 from the codes
+    matched = model.convert(wave, 16000, voice, seed=0, pitch=False, strength=1.0)
     codes = model.quantize(match_latents(model.latents(wave, 16000), voice.latents))
     np.testing.assert_array_equal(matched, model.decode(codes, voice, seed=0))
-    plain = model.convert(wave, 16000, voice, seed=0, match=False, pitch=False)
+    plain = model.convert(wave, 16000, voice, seed=0, match=False, pitch=False, strength=1.0)
     np.testing.assert_array_equal(plain, model.decode(model.encode(wave, 16000), voice, seed=0))
     assert not np.array_equal(codes, model.encode(wave, 16000))  # matching moved codes
     # a name has no recorded statistics: its conversion is the plain one
     by_name = model.convert(wave, 16000, "bob", seed=0, pitch=False)
     np.testing.assert_array_equal(by_name, model.decode(model.encode(wave, 16000), "bob", seed=0))
+
+
+def test_extrapolation_moves_every_part_of_a_voice_along_one_line():
+    rng = np.random.default_rng(0)
+
+    def voice(level):
+        stats = LatentStats(rng.normal(size=4).astype(np.float32), rng.uniform(0.5, 2, 4))
+        return Voice(rng.normal(size=8).astype(np.float32), level, 0.2, stats, stats)
+
+    source, target = voice(4.5), voice(5.3)
+    assert extrapolate(source, target, 1.0) is target
+    far = extrapolate(source, target, 2.0)
+    np.testing.assert_allclose(far.vector, 2 * target.vector - source.vector, rtol=1e-5)
+    np.testing.assert_allclose(far.latents.mean, 2 * target.latents.mean - source.latents.mean)
+    np.testing.assert_allclose(far.latents.std, target.latents.std**2 / source.latents.std)
+    assert (far.logf0_mean, far.logf0_std) == (target.logf0_mean, target.logf0_std)
+    alone = extrapolate(source, target, 2.0, latents=False)
+    assert alone.latents is target.latents
+    np.testing.assert_allclose(alone.vector, far.vector)
+
+
+def test_conversion_strength_aims_past_the_target_away_from_the_input(model):
+    ref = synth_speechlike(1.5, seed=3)
+    voice = model.voice([(ref, 16000)])
+    wave = 0.5 * synth_speechlike(2.0, seed=7)
+    out = model.convert(wave, 16000, voice, seed=0, strength=1.5)
+    z = model.latents(wave, 16000)
+    f0 = model.input_f0(wave, 16000, z.shape[1])
+    far = extrapolate(model.voice([(wave, 16000)], f0=[f0]), voice, 1.5)
+    codes = model.quantize(match_latents(z, far.latents))
+    f0 = move_level(f0, *model.voice_level(far))
+    np.testing.assert_array_equal(out, model.decode(codes, far, seed=0, f0=f0))
+    assert not np.array_equal(out, model.convert(wave, 16000, voice, seed=0, strength=1.0))
+    # an input too short to measure a voice on converts to the target itself
+    short = wave[:12000]
+    np.testing.assert_array_equal(
+        model.convert(short, 16000, voice, seed=0, strength=1.5),
+        model.convert(short, 16000, voice, seed=0, strength=1.0),
+    )
 
 
 def test_cli_convert_matches_unless_told_not_to(tmp_path, model):
@@ -83,7 +124,7 @@ def test_cli_convert_matches_unless_told_not_to(tmp_path, model):
     sf.write(ref, synth_speechlike(1.5, seed=3), 16000)
     sf.write(src, 0.5 * synth_speechlike(2.0, seed=7), 16000)
     outs = {}
-    for flag in ("--match", "--no-match"):
+    for flag in ("--match", "--no-match", "--strength=1"):
         out = tmp_path / f"{flag}.wav"
         args = ["convert", str(src), str(out), "--target-wav", str(ref), "--seed", "0"]
         result = CliRunner().invoke(app, [*args, flag, "-m", str(m_path)])
@@ -99,6 +140,8 @@ def test_cli_convert_matches_unless_told_not_to(tmp_path, model):
     lsb = 1.01 / 32768  # the files are 16-bit
     np.testing.assert_allclose(outs["--match"], matched, atol=lsb)
     np.testing.assert_allclose(outs["--no-match"], plain, atol=lsb)
+    at_target = loaded.convert(wave, 16000, voice, seed=0, strength=1.0)
+    np.testing.assert_allclose(outs["--strength=1"], at_target, atol=lsb)
     assert np.abs(matched - plain).max() > 0.1 * peak
 
 

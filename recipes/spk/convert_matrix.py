@@ -18,6 +18,10 @@ and `running` (the same as a stream does it, each frame matched with the
 statistics of the frames so far: `StreamDecoder`, `matching.RunningMatch`).
 Each decodes with F0 predicted from the codes; with `+pitch` (`latents+pitch`,
 0.9.0's `convert`) with the input's tracked F0 in the target's register instead.
+`@S` sets `convert`'s `strength` (`none` and `latents` only; without it 1, the
+target itself; `latents+pitch@1.5` is what `convert --target-wav` does since
+0.10.0); `@Sv` moves the vector alone that far, `@A/B` the vector A and the
+latent statistics B (experiments, docs/speaker.md).
 
     python recipes/spk/convert_matrix.py [-m small-spk] [--data ../shared/data]
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +43,29 @@ from speechvq.audio.io import load_audio
 from speechvq.codec.pitch_track import move_level
 from speechvq.evaluation import metrics as M
 from speechvq.models.matching import RunningMatch
+from speechvq.models.voice import extrapolate
 
 SR = 16000
 
 
 _TRACKED: dict[int, np.ndarray] = {}  # id of an input wave -> its tracked F0
+_SOURCES: dict = {}  # id of an input wave -> its own voice
 
 
 def convert(model, variant: str, wave: np.ndarray, voice) -> np.ndarray:
     """`wave` converted to `voice` the way `variant` names (see the module's docstring)."""
+    variant, _, strength = variant.partition("@")
+    library_strength = 1.0
+    if strength.endswith("v") or "/" in strength:  # experiments: the vector alone, or apart
+        if id(wave) not in _SOURCES:
+            _SOURCES[id(wave)] = model.voice([(wave, SR)])
+        source = _SOURCES[id(wave)]
+        vec, _, lat = strength.rstrip("v").partition("/")
+        lat = lat or ("1" if strength.endswith("v") else vec)
+        moved = extrapolate(source, voice, float(lat))
+        voice = replace(moved, vector=extrapolate(source, voice, float(vec)).vector)
+    elif strength:
+        library_strength = float(strength)  # as `convert --strength` does it
     base, _, extra = variant.partition("+")
     if extra not in ("", "pitch"):
         raise SystemExit(f"unknown variant {variant!r}")
@@ -56,7 +75,12 @@ def convert(model, variant: str, wave: np.ndarray, voice) -> np.ndarray:
             _TRACKED[id(wave)] = model.input_f0(wave, SR, model.encode(wave, SR).size)
         f0 = move_level(_TRACKED[id(wave)], *model.voice_level(voice))
     if base in ("none", "latents"):
-        return model.convert(wave, SR, voice, match=base == "latents", pitch=False, f0=f0, seed=0)
+        match = base == "latents"
+        return model.convert(
+            wave, SR, voice, match=match, pitch=False, f0=f0, strength=library_strength, seed=0
+        )
+    if library_strength != 1.0:
+        raise SystemExit("@STRENGTH goes with none and latents (convert's own)")
     codes = model.encode(wave, SR)
     if base == "codes":
         codes = model.match_codes(codes, voice)

@@ -21,6 +21,7 @@ from speechvq.cli.common import (
     pick_voice,
     sender_voice_seconds,
 )
+from speechvq.config import CONVERT_STRENGTH
 from speechvq.errors import SpeechVQError
 
 SpeakerWavOpt = typer.Option(
@@ -111,6 +112,15 @@ def convert(
         help="Give the output the input's own intonation (its tracked F0 in the target's "
         "register); --no-pitch predicts F0 from the codes.",
     ),
+    strength: float = typer.Option(
+        CONVERT_STRENGTH,
+        "--strength",
+        min=0.0,
+        max=3.0,
+        help="With --target-wav, how far to aim along the line from the input's own voice "
+        "to the target's: 1 is the target itself; above 1 overshoots it, which makes up for "
+        "the part of the input's voice that the codes keep (docs/speaker.md).",
+    ),
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
@@ -131,6 +141,7 @@ def convert(
             voice,
             match=match,
             pitch=pitch,
+            strength=strength,
             temperature=temperature,
             seed=seed,
             exact=exact,

@@ -18,7 +18,7 @@ from torch import nn
 from speechvq.audio.f0 import extract_f0
 from speechvq.audio.io import resample
 from speechvq.codec.pitch_track import move_level
-from speechvq.config import ModelConfig
+from speechvq.config import CONVERT_STRENGTH, ModelConfig
 from speechvq.errors import SpeechVQError
 from speechvq.models.decoders import make_decoder
 from speechvq.models.decoders.base import SynthesisOptions
@@ -29,7 +29,7 @@ from speechvq.models.pitch import PitchPredictor
 from speechvq.models.quantizer import VectorQuantizer
 from speechvq.models.speaker_encoder import SpeakerEncoder
 from speechvq.models.streaming import StreamDecoder, StreamEncoder
-from speechvq.models.voice import Voice, voice_from_recordings
+from speechvq.models.voice import Voice, extrapolate, voice_from_recordings
 
 
 @dataclass
@@ -346,6 +346,7 @@ class SpeechVQ(nn.Module):
         *,
         match: bool = True,
         pitch: bool = True,
+        strength: float = CONVERT_STRENGTH,
         **kwargs,
     ) -> np.ndarray:
         """Voice conversion: encode, then decode in `target_speaker`'s voice (a name, or a
@@ -354,22 +355,41 @@ class SpeechVQ(nn.Module):
         To a `Voice` measured from recordings, the encoder's output is first moved
         to the statistics it has over them (`models.matching`), which carries over
         the part of the voice that the codes keep; `match=False` decodes the
-        codes of `encode` instead. With the pitch path, F0 is the input's own
-        (WORLD Harvest, as a `.svq` pitch track is measured) moved to the target's
-        register (`codec.pitch_track.move_level`); `pitch=False` predicts it from
-        the codes instead.
+        codes of `encode` instead. With `strength` above 1 that voice (its vector
+        and latent statistics) is first pushed further from the input's own, as
+        far again times `strength - 1` (`models.voice.extrapolate`): the codes
+        keep some of the input's voice, and overshooting makes up for it
+        (docs/speaker.md has the measurements); 1 aims at the target itself.
+        With the pitch path, F0 is the input's own (WORLD Harvest, as a `.svq`
+        pitch track is measured) moved to the target's register
+        (`codec.pitch_track.move_level`); `pitch=False` predicts it from the codes
+        instead.
         """
         if not isinstance(target_speaker, Voice):
             self.speaker_id(target_speaker)  # fail before the slow part
-        stats = target_speaker.latents if isinstance(target_speaker, Voice) else None
-        if match and stats is not None:
-            codes = self.quantize(match_latents(self.latents(wave, sample_rate), stats))
-        else:
-            codes = self.encode(wave, sample_rate)
-        if pitch and self.pitch is not None and kwargs.get("f0") is None:
-            f0 = self.input_f0(wave, sample_rate, codes.size)
-            kwargs["f0"] = move_level(f0, *self.voice_level(target_speaker))
-        return self.decode(codes, target_speaker, **kwargs)
+        voice = target_speaker
+        beyond = isinstance(voice, Voice) and voice.latents is not None and strength != 1.0
+        own_pitch = pitch and self.pitch is not None and kwargs.get("f0") is None
+        z = self.latents(wave, sample_rate)
+        f0 = self.input_f0(wave, sample_rate, z.shape[1]) if beyond or own_pitch else None
+        if beyond:
+            voice = self._beyond_input(wave, sample_rate, f0, voice, strength)
+        stats = voice.latents if isinstance(voice, Voice) else None
+        codes = self.quantize(match_latents(z, stats) if match and stats is not None else z)
+        if own_pitch:
+            kwargs["f0"] = move_level(f0, *self.voice_level(voice))
+        return self.decode(codes, voice, **kwargs)
+
+    def _beyond_input(
+        self, wave: np.ndarray, sample_rate: int, f0: np.ndarray, target: Voice, strength: float
+    ) -> Voice:
+        """`target` pushed `strength` times as far from the input's own voice; the target
+        itself where the input is too short or quiet to measure a voice on."""
+        try:
+            source = self.voice([(wave, sample_rate)], f0=[f0])
+        except SpeechVQError:
+            return target
+        return extrapolate(source, target, strength)
 
     def input_f0(self, wave: np.ndarray, sample_rate: int, num_frames: int) -> np.ndarray:
         """The F0 of a `[T]` waveform per code frame, `[num_frames]` Hz (0 = unvoiced): WORLD

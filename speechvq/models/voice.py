@@ -96,3 +96,30 @@ def voice_from_recordings(
         latents=LatentStats.of(np.concatenate(content, axis=1)) if latents else None,
         codes=LatentStats.of(np.concatenate(rows, axis=1)) if latents else None,
     )
+
+
+def extrapolate(source: Voice, target: Voice, strength: float, *, latents: bool = True) -> Voice:
+    """`target` pushed `strength` times as far from `source` as it lies: each part of a
+    voice at `source + strength * (target - source)` (spreads on a log scale), with
+    the target's own F0 level. `strength` 1 is `target`; above 1 overshoots it, away
+    from the input's voice, which the codes partly keep. With `latents`, the content
+    statistics move too (both voices need them)."""
+    if strength == 1.0:
+        return target
+
+    def line(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a + strength * (b - a)).astype(np.float32)
+
+    def stats(a: LatentStats | None, b: LatentStats | None) -> LatentStats | None:
+        if not latents or a is None or b is None:
+            return b
+        std = np.exp(line(np.log(np.maximum(a.std, 1e-5)), np.log(np.maximum(b.std, 1e-5))))
+        return LatentStats(line(a.mean, b.mean), std.astype(np.float32))
+
+    return Voice(
+        vector=line(source.vector, target.vector),
+        logf0_mean=target.logf0_mean,
+        logf0_std=target.logf0_std,
+        latents=stats(source.latents, target.latents),
+        codes=stats(source.codes, target.codes),
+    )
