@@ -31,10 +31,14 @@ def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
 
 def test_the_experimental_speaker_model_hears_any_voice():
     model = speechvq.load("small-spk")
-    assert model.speaker_encoder is not None and model.prior is None
+    assert model.speaker_encoder is not None and model.prior is not None  # its own (0.10.0)
     voice = model.voice([(synth_speechlike(1.5), 16000)])
     out = model.convert(synth_speechlike(0.5, seed=2), 16000, voice, seed=0)
     assert out.shape == (8000,) and np.isfinite(out).all()
+    from speechvq.inference.sampling import sample_speech
+
+    sampled = sample_speech(model, 0.2, model.speakers[0], temperature=1.0, seed=0)
+    assert sampled.shape == (3200,) and np.isfinite(sampled).all()
 
 
 def test_the_experimental_streaming_model_streams_as_it_decodes_offline():

@@ -23,10 +23,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "d0f89f8cde346315f8208bfc56c598aca8c7142a1a96314f77301e2fed3e85f8",
     ),
     # Experimental, not the default: `small` with a speaker encoder (any voice;
-    # `--target-wav`); no prior yet. See the model card.
+    # `--target-wav`), with its own prior (0.10.0). See the model card.
     "small-spk": (
         "speechvq-small-spk.safetensors",
-        "451836b6c9cf1c6303ce2bb33c45e554eb0e0d046fca1e5eae0b299c13d0fde8",
+        "552a5e48f33462b173dc95edde194e4d55a1caabc057ba74055adb633e25f2fa",
     ),
     # Experimental: every network causal, so it streams (16 ms algorithmic latency;
     # `compress --stream`, `speechvq stream`), with its packet code. See the model card.
