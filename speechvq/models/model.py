@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from speechvq.models.decoders import make_decoder
 from speechvq.models.decoders.base import SynthesisOptions
 from speechvq.models.decoders.folding import FoldConfig
 from speechvq.models.encoder import Encoder
-from speechvq.models.matching import match_latents
+from speechvq.models.matching import LatentStats, match_latents
 from speechvq.models.pitch import PitchPredictor
 from speechvq.models.quantizer import VectorQuantizer
 from speechvq.models.speaker_encoder import SpeakerEncoder
@@ -373,7 +373,7 @@ class SpeechVQ(nn.Module):
         z = self.latents(wave, sample_rate)
         f0 = self.input_f0(wave, sample_rate, z.shape[1]) if beyond or own_pitch else None
         if beyond:
-            voice = self._beyond_input(wave, sample_rate, f0, voice, strength)
+            voice = self._beyond_input(wave, sample_rate, z, f0, voice, strength)
         stats = voice.latents if isinstance(voice, Voice) else None
         codes = self.quantize(match_latents(z, stats) if match and stats is not None else z)
         if own_pitch:
@@ -381,15 +381,22 @@ class SpeechVQ(nn.Module):
         return self.decode(codes, voice, **kwargs)
 
     def _beyond_input(
-        self, wave: np.ndarray, sample_rate: int, f0: np.ndarray, target: Voice, strength: float
+        self,
+        wave: np.ndarray,
+        sample_rate: int,
+        latents: np.ndarray,
+        f0: np.ndarray,
+        target: Voice,
+        strength: float,
     ) -> Voice:
         """`target` pushed `strength` times as far from the input's own voice; the target
-        itself where the input is too short or quiet to measure a voice on."""
-        try:
-            source = self.voice([(wave, sample_rate)], f0=[f0])
+        itself where the input is too short or quiet to measure a voice on. `latents`
+        `[D, F]` and `f0` `[F]` are the input's, already computed by `convert`."""
+        try:  # the vector and F0 level; the latent statistics come from `latents`
+            source = self.voice([(wave, sample_rate)], latents=False, f0=[f0])
         except SpeechVQError:
             return target
-        return extrapolate(source, target, strength)
+        return extrapolate(replace(source, latents=LatentStats.of(latents)), target, strength)
 
     def input_f0(self, wave: np.ndarray, sample_rate: int, num_frames: int) -> np.ndarray:
         """The F0 of a `[T]` waveform per code frame, `[num_frames]` Hz (0 = unvoiced): WORLD
