@@ -230,3 +230,45 @@ def test_cli_decode_and_decompress_in_a_recorded_voice_match_unless_told_not_to(
             assert r.exit_code == 0, r.output
             got = sf.read(out, dtype="float32")[0]
             np.testing.assert_allclose(got, expected[: got.size], atol=lsb)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_swapped_latents_take_their_partners_statistics_and_keep_their_course(seed):
+    from speechvq.models.matching import swap_statistics
+
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(3, 4, 50, generator=g) * torch.rand(3, 4, 1, generator=g) * 3
+    z = z + torch.randn(3, 4, 1, generator=g)
+    partner = torch.tensor([1, 1, 0])
+    out = swap_statistics(z, partner)
+    assert torch.equal(out[1], z[1])  # its own partner: untouched
+    for i, j in ((0, 1), (2, 0)):
+        torch.testing.assert_close(out[i].mean(1), z[j].mean(1), atol=1e-4, rtol=0)
+        torch.testing.assert_close(out[i].std(1), z[j].std(1), atol=1e-4, rtol=1e-3)
+        for d in range(4):  # each dimension an increasing affine map of itself
+            r = torch.corrcoef(torch.stack([out[i, d], z[i, d]]))[0, 1]
+            assert r > 0.9999
+
+
+def test_swap_partners_pair_crops_of_other_speakers_only(tmp_path):
+    from .conftest import make_prepared_corpus, tiny_train_config
+
+    from speechvq.training.vqvae import swap_partners, train
+
+    assert swap_partners(torch.tensor([0, 1]), tiny_train_config(), 0, 0) is None
+    cfg = tiny_train_config(latent_swap=1.0)
+    speakers = torch.tensor([0, 0, 1, 2, 2, 2])
+    for step in range(20):
+        p = swap_partners(speakers, cfg, step, 0)
+        assert torch.equal(p, swap_partners(speakers, cfg, step, 0))  # drawn from the step
+        assert (speakers[p] != speakers).all()
+    assert torch.equal(swap_partners(torch.tensor([3, 3]), cfg, 0, 0), torch.tensor([0, 1]))
+    half = tiny_train_config(latent_swap=0.5)
+    moved = [(swap_partners(speakers, half, s, 0) != torch.arange(6)).float().mean() for s in range(50)]
+    assert 0.35 < float(np.mean(moved)) < 0.65
+    # and a run trains with it
+    torch.set_num_threads(1)
+    corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
+    result = train(corpus, tmp_path / "run", tiny_train_config(max_steps=3, latent_swap=0.5), progress=False)
+    assert result.steps == 3 and np.isfinite(result.last_loss)

@@ -54,6 +54,26 @@ def match_latents(latents: np.ndarray, target: LatentStats) -> np.ndarray:
     return target.move(z, source.mean, source.std)
 
 
+def swap_statistics(latents, partner):
+    """Training's counterpart of `match_latents`: latents `[B, D, F]` (a torch tensor),
+    each item `i` standardised over its frames and given the per-dimension mean and
+    spread of item `partner[i]` (`[B]` int64; `partner[i] == i` leaves it as it is).
+
+    Decoding a crop's latents moved to another speaker's statistics, while the
+    target stays the crop's own audio and the speaker vector its own speaker's,
+    teaches the decoder to take the voice from the vector rather than from the
+    latents' level, which is what `convert` replaces (TrainConfig.latent_swap).
+    The partner's statistics are detached: they only set where the item lands.
+    """
+    import torch  # a training-time function; the rest of this module is NumPy
+
+    mean = latents.mean(dim=2, keepdim=True)
+    std = latents.std(dim=2, keepdim=True, unbiased=False).clamp(min=1e-5)
+    moved = (latents - mean) / std * std[partner].detach() + mean[partner].detach()
+    keep = (partner == torch.arange(len(partner), device=partner.device))[:, None, None]
+    return torch.where(keep, latents, moved)
+
+
 class RunningMatch:
     """`match_latents` as frames arrive: each frame `[D]` is moved with the statistics of
     the frames up to and including it, from the `MIN_FRAMES`-th on (earlier frames pass

@@ -24,7 +24,7 @@ from speechvq.models.decoders import make_decoder
 from speechvq.models.decoders.base import SynthesisOptions
 from speechvq.models.decoders.folding import FoldConfig
 from speechvq.models.encoder import Encoder
-from speechvq.models.matching import LatentStats, match_latents
+from speechvq.models.matching import LatentStats, match_latents, swap_statistics
 from speechvq.models.pitch import PitchPredictor
 from speechvq.models.quantizer import VectorQuantizer
 from speechvq.models.speaker_encoder import SpeakerEncoder
@@ -141,6 +141,7 @@ class SpeechVQ(nn.Module):
         f0: torch.Tensor | None = None,
         encoder_input: torch.Tensor | None = None,
         reference: torch.Tensor | None = None,
+        swap: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Teacher-forced pass: wave `[B, T]` in [-1, 1], speaker ids `[B]`, F0 `[B, T / hop]`.
 
@@ -149,8 +150,12 @@ class SpeechVQ(nn.Module):
         the target. With a speaker encoder the decoder hears the voice vector of
         `reference` `[B, T']` (other speech of the same speakers) rather than
         the speakers' table rows; the F0 targets still use the speakers' levels.
+        `swap` `[B]`, if given, moves each item's latents to the statistics of
+        the item it names before quantising (`matching.swap_statistics`).
         """
         z = self.encoder((wave if encoder_input is None else encoder_input)[:, None])  # (B, D, F)
+        if swap is not None:
+            z = swap_statistics(z, swap)
         q = self.quantizer(z)
         pitch_loss = self._pitch_loss(q.quantized, f0, speaker)
         voice, vectors = speaker, None

@@ -74,6 +74,10 @@ class TrainConfig:
     # beside the model and the encoder is pushed to confuse it; 0 disables.
     code_speaker: float = 0.0
     code_speaker_lr: float = 2e-4  # the critic's learning rate
+    # Fraction of the crops whose latents are moved to another speaker's crop's
+    # per-dimension mean and spread before quantising (`matching.swap_statistics`),
+    # so the decoder learns to take the voice from the speaker vector; 0 disables.
+    latent_swap: float = 0.0
     # Adversarial training of a parallel decoder (`speechvq.training.adversarial`):
     # the weight of the generator loss (0 disables), of feature matching, the
     # discriminators' learning rate and width, and the step they start at.
@@ -192,6 +196,22 @@ def perturb(wave: torch.Tensor, cfg: TrainConfig, step: int, rank: int) -> torch
         int(np.random.default_rng([cfg.seed, step, rank, 1]).integers(2**62))
     )
     return warp_envelope(wave, vtlp_factors(wave.shape[0], cfg.vtlp, gen).to(wave.device))
+
+
+def swap_partners(speaker: torch.Tensor, cfg: TrainConfig, step: int, rank: int):
+    """For `TrainConfig.latent_swap`: each crop's partner `[B]`, a crop of another speaker
+    for a `latent_swap` fraction of them and itself for the rest (and where the batch
+    holds no other speaker); None when off. Drawn from (seed, step, rank)."""
+    if not cfg.latent_swap:
+        return None
+    rng = np.random.default_rng([cfg.seed, step, rank, 2])
+    ids = speaker.cpu().numpy()
+    partner = np.arange(len(ids))
+    for i in np.flatnonzero(rng.random(len(ids)) < cfg.latent_swap):
+        others = np.flatnonzero(ids != ids[i])
+        if others.size:
+            partner[i] = rng.choice(others)
+    return torch.from_numpy(partner).to(speaker.device)
 
 
 VALID_MIN_SAMPLES = 4096
@@ -362,7 +382,8 @@ class VQVAETask:
         enc_in = perturb(batch["wave"], self.cfg, step, rank)
         with autocast():
             ref = batch.get("reference")  # with a speaker encoder
-            out = net(batch["wave"], batch["speaker"], batch["f0"], enc_in, ref)
+            swap = swap_partners(batch["speaker"], self.cfg, step, rank)
+            out = net(batch["wave"], batch["speaker"], batch["f0"], enc_in, ref, swap)
         loss, spk_loss = out.loss, torch.zeros(())
         if self.cfg.speaker_loss and out.voice is not None:
             table = self.module.speaker_vectors
