@@ -18,6 +18,11 @@ from speechvq.errors import SpeechVQError
 # conversions among unseen speakers, 1.5 identified the target in 76.2% against 72.4%
 # at 1 (1.25: 75.0%, 2: 72.6%; docs/speaker.md).
 CONVERT_STRENGTH = 1.5
+# Then how far each matched frame moves towards the mean of its nearest frames of the
+# target's recordings (`convert`'s `blend`, `models.matching.knn_blend`; 0 = not at all),
+# and how many nearest frames.
+CONVERT_BLEND = 0.0
+CONVERT_NEIGHBOURS = 4
 
 
 @dataclass(frozen=True)

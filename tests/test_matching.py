@@ -9,9 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import speechvq
-from speechvq.config import ModelConfig
 from speechvq.codec.pitch_track import move_level
-from speechvq.models.matching import MIN_FRAMES, LatentStats, RunningMatch, match_latents
+from speechvq.config import ModelConfig
+from speechvq.models.matching import (
+    MIN_FRAMES,
+    LatentStats,
+    RunningMatch,
+    knn_blend,
+    match_latents,
+)
 from speechvq.models.voice import Voice, extrapolate
 
 from .conftest import synth_speechlike
@@ -111,6 +117,40 @@ def test_conversion_strength_aims_past_the_target_away_from_the_input(model):
         model.convert(short, 16000, voice, seed=0, strength=1.5),
         model.convert(short, 16000, voice, seed=0, strength=1.0),
     )
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 6), st.integers(1, 40))
+def test_knn_blend_moves_each_frame_towards_its_nearest_reference_frames(seed, k, chunk):
+    rng = np.random.default_rng(seed)
+    ref = (rng.normal(size=(6, 30)) * rng.uniform(0.1, 10, (6, 1))).astype(np.float32)
+    z = (ref[:, rng.integers(0, 30, 50)] + 0.01 * rng.normal(size=(6, 50))).astype(np.float32)
+    # a frame next to a reference frame replaced outright is that frame
+    exact = knn_blend(ref, ref, k=1, amount=1.0, chunk=chunk)
+    np.testing.assert_allclose(exact, ref, rtol=1e-6)
+    full = knn_blend(z, ref, k=k, amount=1.0, chunk=chunk)
+    half = knn_blend(z, ref, k=k, amount=0.5, chunk=chunk)
+    np.testing.assert_allclose(half, (z + full) / 2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(knn_blend(z, ref, k=k, amount=0.0), z)
+    # the same answer however the frames are chunked, and in any units per dimension
+    np.testing.assert_allclose(full, knn_blend(z, ref, k=k, amount=1.0), rtol=1e-5, atol=1e-5)
+    units = rng.uniform(0.1, 10, (6, 1)).astype(np.float32)
+    scaled = knn_blend(z * units, ref * units, k=k, amount=1.0, chunk=chunk)
+    np.testing.assert_allclose(scaled, full * units, rtol=1e-4, atol=1e-4)
+
+
+def test_conversion_blend_moves_matched_frames_towards_the_references_frames(model):
+    ref = synth_speechlike(1.5, seed=3)
+    voice = model.voice([(ref, 16000)])
+    np.testing.assert_allclose(voice.frames, model.latents(ref, 16000), atol=1e-6)
+    wave = 0.5 * synth_speechlike(2.0, seed=7)
+    out = model.convert(wave, 16000, voice, seed=0, pitch=False, strength=1.0, blend=0.5)
+    z = match_latents(model.latents(wave, 16000), voice.latents)
+    codes = model.quantize(knn_blend(z, voice.frames, k=4, amount=0.5))
+    np.testing.assert_array_equal(out, model.decode(codes, voice, seed=0))
+    assert not np.array_equal(codes, model.quantize(z))  # the blend moved codes
+    plain = model.convert(wave, 16000, voice, seed=0, pitch=False, strength=1.0, blend=0.0)
+    np.testing.assert_array_equal(plain, model.decode(model.quantize(z), voice, seed=0))
 
 
 def test_cli_convert_matches_unless_told_not_to(tmp_path, model):
@@ -252,9 +292,9 @@ def test_swapped_latents_take_their_partners_statistics_and_keep_their_course(se
 
 
 def test_swap_partners_pair_crops_of_other_speakers_only(tmp_path):
-    from .conftest import make_prepared_corpus, tiny_train_config
-
     from speechvq.training.vqvae import swap_partners, train
+
+    from .conftest import make_prepared_corpus, tiny_train_config
 
     assert swap_partners(torch.tensor([0, 1]), tiny_train_config(), 0, 0) is None
     cfg = tiny_train_config(latent_swap=1.0)
@@ -265,10 +305,14 @@ def test_swap_partners_pair_crops_of_other_speakers_only(tmp_path):
         assert (speakers[p] != speakers).all()
     assert torch.equal(swap_partners(torch.tensor([3, 3]), cfg, 0, 0), torch.tensor([0, 1]))
     half = tiny_train_config(latent_swap=0.5)
-    moved = [(swap_partners(speakers, half, s, 0) != torch.arange(6)).float().mean() for s in range(50)]
+    moved = [
+        (swap_partners(speakers, half, s, 0) != torch.arange(6)).float().mean() for s in range(50)
+    ]
     assert 0.35 < float(np.mean(moved)) < 0.65
     # and a run trains with it
     torch.set_num_threads(1)
     corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
-    result = train(corpus, tmp_path / "run", tiny_train_config(max_steps=3, latent_swap=0.5), progress=False)
+    result = train(
+        corpus, tmp_path / "run", tiny_train_config(max_steps=3, latent_swap=0.5), progress=False
+    )
     assert result.steps == 3 and np.isfinite(result.last_loss)

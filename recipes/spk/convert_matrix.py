@@ -21,7 +21,9 @@ Each decodes with F0 predicted from the codes; with `+pitch` (`latents+pitch`,
 `@S` sets `convert`'s `strength` (`none` and `latents` only; without it 1, the
 target itself; `latents+pitch@1.5` is what `convert --target-wav` does since
 0.10.0); `@Sv` moves the vector alone that far, `@A/B` the vector A and the
-latent statistics B (experiments, docs/speaker.md).
+latent statistics B (experiments, docs/speaker.md). `~A/K` (after the rest,
+`latents+pitch@1.5~0.5/4`) sets `convert`'s `blend` A and `neighbours` K
+(`matching.knn_blend`; `latents` only).
 
     python recipes/spk/convert_matrix.py [-m small-spk] [--data ../shared/data]
 """
@@ -54,6 +56,9 @@ _SOURCES: dict = {}  # id of an input wave -> its own voice
 
 def convert(model, variant: str, wave: np.ndarray, voice) -> np.ndarray:
     """`wave` converted to `voice` the way `variant` names (see the module's docstring)."""
+    variant, _, knn = variant.partition("~")
+    blend, _, neighbours = knn.partition("/")
+    knn_args = {"blend": float(blend or 0), "neighbours": int(neighbours or 4)}
     variant, _, strength = variant.partition("@")
     library_strength = 1.0
     if strength.endswith("v") or "/" in strength:  # experiments: the vector alone, or apart
@@ -77,10 +82,18 @@ def convert(model, variant: str, wave: np.ndarray, voice) -> np.ndarray:
     if base in ("none", "latents"):
         match = base == "latents"
         return model.convert(
-            wave, SR, voice, match=match, pitch=False, f0=f0, strength=library_strength, seed=0
+            wave,
+            SR,
+            voice,
+            match=match,
+            pitch=False,
+            f0=f0,
+            strength=library_strength,
+            seed=0,
+            **knn_args,
         )
-    if library_strength != 1.0:
-        raise SystemExit("@STRENGTH goes with none and latents (convert's own)")
+    if library_strength != 1.0 or knn:
+        raise SystemExit("@STRENGTH and ~BLEND go with none and latents (convert's own)")
     codes = model.encode(wave, SR)
     if base == "codes":
         codes = model.match_codes(codes, voice)

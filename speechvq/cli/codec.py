@@ -21,7 +21,7 @@ from speechvq.cli.common import (
     pick_voice,
     sender_voice_seconds,
 )
-from speechvq.config import CONVERT_STRENGTH
+from speechvq.config import CONVERT_BLEND, CONVERT_STRENGTH
 from speechvq.errors import SpeechVQError
 
 SpeakerWavOpt = typer.Option(
@@ -121,6 +121,14 @@ def convert(
         "to the target's: 1 is the target itself; above 1 overshoots it, which makes up for "
         "the part of the input's voice that the codes keep (docs/speaker.md).",
     ),
+    blend: float = typer.Option(
+        CONVERT_BLEND,
+        "--blend",
+        min=0.0,
+        max=1.0,
+        help="With --target-wav, then move each frame this far (1: all the way) towards "
+        "its nearest frames of the reference recordings (docs/speaker.md).",
+    ),
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
@@ -142,6 +150,7 @@ def convert(
             match=match,
             pitch=pitch,
             strength=strength,
+            blend=blend,
             temperature=temperature,
             seed=seed,
             exact=exact,

@@ -6,10 +6,12 @@ the decoder hears them as voice as much as the speaker vector. One-shot
 conversion therefore moves the input's latents to the target's statistics
 before quantising them: each dimension is standardised over the input and
 given the mean and spread it has over the target's reference recordings
-(the per-dimension form of AdaIN, Huang & Belongie 2017, as AdaIN-VC uses it;
-kNN-VC's frame matching measured better identification but cost more
-intelligibility, docs/speaker.md). The words stay, as they live in how the
-latents move within an utterance, not in their level.
+(the per-dimension form of AdaIN, Huang & Belongie 2017, as AdaIN-VC uses it).
+The words stay, as they live in how the latents move within an utterance,
+not in their level. `knn_blend` then moves each frame part of the way to the
+mean of its nearest frames of the target's own recordings (after kNN-VC,
+Baas et al. 2023, which replaces frames outright; replacing cost more
+intelligibility than it bought identification, docs/speaker.md).
 """
 
 from __future__ import annotations
@@ -72,6 +74,41 @@ def swap_statistics(latents, partner):
     moved = (latents - mean) / std * std[partner].detach() + mean[partner].detach()
     keep = (partner == torch.arange(len(partner), device=partner.device))[:, None, None]
     return torch.where(keep, latents, moved)
+
+
+def knn_blend(
+    latents: np.ndarray,
+    frames: np.ndarray,
+    *,
+    k: int,
+    amount: float,
+    scale: np.ndarray | None = None,
+    chunk: int = 4096,
+) -> np.ndarray:
+    """Latents `[D, F]` each moved `amount` of the way (0 keeps them, 1 replaces them) to
+    the mean of its `k` nearest `frames` `[D, N]` (the target's own latents), by
+    Euclidean distance over dimensions divided by `scale` `[D]` (None: the spread
+    of `frames`, so that no dimension's range dominates). Frames are
+    compared `chunk` at a time, so a long input needs `chunk * N` floats at once.
+    """
+    z = np.asarray(latents, dtype=np.float32)
+    ref = np.asarray(frames, dtype=np.float32)
+    if amount == 0.0 or ref.shape[1] == 0 or z.shape[1] == 0:
+        return z
+    k = min(k, ref.shape[1])
+    scale = LatentStats.of(ref).std if scale is None else np.asarray(scale)
+    w = 1.0 / np.maximum(scale, 1e-5)[:, None]
+    r = (ref * w).T.astype(np.float32)  # [N, D], scaled
+    r2 = np.einsum("nd,nd->n", r, r)
+    out = np.empty_like(z)
+    for start in range(0, z.shape[1], chunk):
+        q = (z[:, start : start + chunk] * w).T.astype(np.float32)  # [c, D]
+        dist = r2[None, :] - 2.0 * q @ r.T  # + |q|^2, the same along a row
+        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]  # [c, k]
+        target = ref[:, nearest].mean(axis=2)  # [D, c]
+        zc = z[:, start : start + chunk]
+        out[:, start : start + chunk] = zc + amount * (target - zc)
+    return out
 
 
 class RunningMatch:

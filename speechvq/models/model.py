@@ -18,13 +18,13 @@ from torch import nn
 from speechvq.audio.f0 import extract_f0
 from speechvq.audio.io import resample
 from speechvq.codec.pitch_track import move_level
-from speechvq.config import CONVERT_STRENGTH, ModelConfig
+from speechvq.config import CONVERT_BLEND, CONVERT_NEIGHBOURS, CONVERT_STRENGTH, ModelConfig
 from speechvq.errors import SpeechVQError
 from speechvq.models.decoders import make_decoder
 from speechvq.models.decoders.base import SynthesisOptions
 from speechvq.models.decoders.folding import FoldConfig
 from speechvq.models.encoder import Encoder
-from speechvq.models.matching import LatentStats, match_latents, swap_statistics
+from speechvq.models.matching import LatentStats, knn_blend, match_latents, swap_statistics
 from speechvq.models.pitch import PitchPredictor
 from speechvq.models.quantizer import VectorQuantizer
 from speechvq.models.speaker_encoder import SpeakerEncoder
@@ -352,6 +352,8 @@ class SpeechVQ(nn.Module):
         match: bool = True,
         pitch: bool = True,
         strength: float = CONVERT_STRENGTH,
+        blend: float = CONVERT_BLEND,
+        neighbours: int = CONVERT_NEIGHBOURS,
         **kwargs,
     ) -> np.ndarray:
         """Voice conversion: encode, then decode in `target_speaker`'s voice (a name, or a
@@ -365,6 +367,9 @@ class SpeechVQ(nn.Module):
         far again times `strength - 1` (`models.voice.extrapolate`): the codes
         keep some of the input's voice, and overshooting makes up for it
         (docs/speaker.md has the measurements); 1 aims at the target itself.
+        With `blend` above 0, each matched frame then moves that far (1: all
+        the way) towards the mean of its `neighbours` nearest frames of the
+        target's recordings (`matching.knn_blend`).
         With the pitch path, F0 is the input's own (WORLD Harvest, as a `.svq`
         pitch track is measured) moved to the target's register
         (`codec.pitch_track.move_level`); `pitch=False` predicts it from the codes
@@ -380,7 +385,11 @@ class SpeechVQ(nn.Module):
         if beyond:
             voice = self._beyond_input(wave, sample_rate, z, f0, voice, strength)
         stats = voice.latents if isinstance(voice, Voice) else None
-        codes = self.quantize(match_latents(z, stats) if match and stats is not None else z)
+        if match and stats is not None:
+            z = match_latents(z, stats)
+            if blend and voice.frames is not None:
+                z = knn_blend(z, voice.frames, k=neighbours, amount=blend)
+        codes = self.quantize(z)
         if own_pitch:
             kwargs["f0"] = move_level(f0, *self.voice_level(voice))
         return self.decode(codes, voice, **kwargs)

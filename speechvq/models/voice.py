@@ -9,7 +9,8 @@ with WORLD, rather than predicted. A voice measured from recordings also
 keeps the statistics of the content encoder's output over them
 (`models.matching`), which one-shot conversion moves the input's latents to,
 and those of the codebook rows of their codes, which a decoder of codes alone
-moves its codes' rows to.
+moves its codes' rows to, and the encoder's output itself, whose frames
+conversion can blend the input's frames towards (`matching.knn_blend`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ MIN_VOICED_SECONDS = 0.5  # less voiced speech than this is not enough to hear a
 class Voice:
     """A voice to decode in: `vector` `[speaker_dim]` float32 and the log-F0 level;
     `latents` and `codes`, the statistics of the encoder's output and of the codebook
-    rows of its codes over the recordings it was measured on (None for a voice from a
-    name or a file header)."""
+    rows of its codes over the recordings it was measured on, and `frames` that output
+    itself `[D, N]` (all None for a voice from a name or a file header)."""
 
     vector: np.ndarray
     logf0_mean: float
     logf0_std: float
     latents: LatentStats | None = None
     codes: LatentStats | None = None
+    frames: np.ndarray | None = None
 
 
 def voice_from_recordings(
@@ -47,9 +49,10 @@ def voice_from_recordings(
     f0: list[np.ndarray] | None = None,
 ) -> Voice:
     """The voice of `(wave [T], sample_rate)` recordings of one speaker (a few seconds do);
-    with `latents`, also the content encoder's statistics over them (`Voice.latents`,
-    `Voice.codes`). `f0`, if given, is each recording's `model.input_f0`, already
-    tracked (a caller that needs it anyway saves the tracker a second pass).
+    with `latents`, also the content encoder's output over them (`Voice.frames`) and
+    its statistics (`Voice.latents`, `Voice.codes`). `f0`, if given, is each
+    recording's `model.input_f0`, already tracked (a caller that needs it anyway
+    saves the tracker a second pass).
 
     A recording that is silent, shorter than a second or has too little
     voiced speech raises `SpeechVQError` with one line.
@@ -89,19 +92,21 @@ def voice_from_recordings(
             f"the reference has {seconds:.2f} s of voiced speech; it needs at least "
             f"{MIN_VOICED_SECONDS} s (is it speech?)"
         )
+    frames = np.concatenate(content, axis=1).astype(np.float32) if latents else None
     return Voice(
         vector=np.mean(vectors, axis=0).astype(np.float32),
         logf0_mean=float(voiced.mean()),
         logf0_std=max(0.05, float(voiced.std())) if voiced.size > 1 else 0.2,
-        latents=LatentStats.of(np.concatenate(content, axis=1)) if latents else None,
+        latents=LatentStats.of(frames) if latents else None,
         codes=LatentStats.of(np.concatenate(rows, axis=1)) if latents else None,
+        frames=frames,
     )
 
 
 def extrapolate(source: Voice, target: Voice, strength: float, *, latents: bool = True) -> Voice:
     """`target` pushed `strength` times as far from `source` as it lies: each part of a
     voice at `source + strength * (target - source)` (spreads on a log scale), with
-    the target's own F0 level. `strength` 1 is `target`; above 1 overshoots it, away
+    the target's own F0 level and frames. `strength` 1 is `target`; above 1 overshoots it, away
     from the input's voice, which the codes partly keep. With `latents`, the content
     statistics move too (both voices need them)."""
     if strength == 1.0:
@@ -122,4 +127,5 @@ def extrapolate(source: Voice, target: Voice, strength: float, *, latents: bool 
         logf0_std=target.logf0_std,
         latents=stats(source.latents, target.latents),
         codes=stats(source.codes, target.codes),
+        frames=target.frames,
     )
