@@ -20,7 +20,9 @@ from speechvq.errors import SpeechVQError
 CONVERT_STRENGTH = 1.5
 # Then how far each matched frame moves towards the mean of its nearest frames of the
 # target's recordings (`convert`'s `blend`, `models.matching.knn_blend`; 0 = not at all),
-# and how many nearest frames.
+# and how many nearest frames. Off: on the same 500 conversions, blends of 0.25-1 with 4
+# or 8 neighbours landed within two points of none, either way, at a cost in STOI
+# (docs/speaker.md).
 CONVERT_BLEND = 0.0
 CONVERT_NEIGHBOURS = 4
 

@@ -164,7 +164,7 @@ def test_cli_convert_matches_unless_told_not_to(tmp_path, model):
     sf.write(ref, synth_speechlike(1.5, seed=3), 16000)
     sf.write(src, 0.5 * synth_speechlike(2.0, seed=7), 16000)
     outs = {}
-    for flag in ("--match", "--no-match", "--strength=1"):
+    for flag in ("--match", "--no-match", "--strength=1", "--blend=0.5"):
         out = tmp_path / f"{flag}.wav"
         args = ["convert", str(src), str(out), "--target-wav", str(ref), "--seed", "0"]
         result = CliRunner().invoke(app, [*args, flag, "-m", str(m_path)])
@@ -182,6 +182,8 @@ def test_cli_convert_matches_unless_told_not_to(tmp_path, model):
     np.testing.assert_allclose(outs["--no-match"], plain, atol=lsb)
     at_target = loaded.convert(wave, 16000, voice, seed=0, strength=1.0)
     np.testing.assert_allclose(outs["--strength=1"], at_target, atol=lsb)
+    blended = loaded.convert(wave, 16000, voice, seed=0, blend=0.5)
+    np.testing.assert_allclose(outs["--blend=0.5"], blended, atol=lsb)
     assert np.abs(matched - plain).max() > 0.1 * peak
 
 
