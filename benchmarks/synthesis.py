@@ -108,7 +108,7 @@ def main() -> None:
     else:
         model = SpeechVQ(ModelConfig.preset(args.preset, speakers=["s0", "s1"])).eval()
     sr = model.sample_rate
-    print(f"{args.model or args.preset + ' preset'}, 1 thread, numba {'on' if numba_kernel() else 'off'}, "
+    print(f"{args.model or args.preset + ' preset'}, 1 thread, numba {'on' if numba_kernel() else 'off'}, "  # noqa: E501
           f"load average {os.getloadavg()[0]:.2f} (2 cores)")  # fmt: skip
     if args.memory_minutes:  # either decoder kind (the source-filter one ignores exact/fold)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -65,7 +65,7 @@ def test_quantised_latents_are_the_codes(model):
 
 def test_conversion_to_a_recorded_voice_matches_its_statistics(model):
     ref = synth_speechlike(1.5, seed=3)
-    voice = model.voice([(ref, 16000)])
+    voice = model.voice([(ref, 16000)], adapt_steps=0)
     assert voice.latents is not None
     np.testing.assert_allclose(voice.latents.mean, model.latents(ref, 16000).mean(1), atol=1e-5)
     wave = 0.5 * synth_speechlike(2.0, seed=7)
@@ -101,12 +101,12 @@ def test_extrapolation_moves_every_part_of_a_voice_along_one_line():
 
 def test_conversion_strength_aims_past_the_target_away_from_the_input(model):
     ref = synth_speechlike(1.5, seed=3)
-    voice = model.voice([(ref, 16000)])
+    voice = model.voice([(ref, 16000)], adapt_steps=0)
     wave = 0.5 * synth_speechlike(2.0, seed=7)
     out = model.convert(wave, 16000, voice, seed=0, strength=1.5)
     z = model.latents(wave, 16000)
     f0 = model.input_f0(wave, 16000, z.shape[1])
-    far = extrapolate(model.voice([(wave, 16000)], f0=[f0]), voice, 1.5)
+    far = extrapolate(model.voice([(wave, 16000)], f0=[f0], adapt_steps=0), voice, 1.5)
     codes = model.quantize(match_latents(z, far.latents))
     f0 = move_level(f0, *model.voice_level(far))
     np.testing.assert_array_equal(out, model.decode(codes, far, seed=0, f0=f0))
@@ -141,7 +141,7 @@ def test_knn_blend_moves_each_frame_towards_its_nearest_reference_frames(seed, k
 
 def test_conversion_blend_moves_matched_frames_towards_the_references_frames(model):
     ref = synth_speechlike(1.5, seed=3)
-    voice = model.voice([(ref, 16000)])
+    voice = model.voice([(ref, 16000)], adapt_steps=0)
     np.testing.assert_allclose(voice.frames, model.latents(ref, 16000), atol=1e-6)
     wave = 0.5 * synth_speechlike(2.0, seed=7)
     out = model.convert(wave, 16000, voice, seed=0, pitch=False, strength=1.0, blend=0.5)
@@ -166,12 +166,22 @@ def test_cli_convert_matches_unless_told_not_to(tmp_path, model):
     outs = {}
     for flag in ("--match", "--no-match", "--strength=1", "--blend=0.5"):
         out = tmp_path / f"{flag}.wav"
-        args = ["convert", str(src), str(out), "--target-wav", str(ref), "--seed", "0"]
+        args = [
+            "convert",
+            str(src),
+            str(out),
+            "--target-wav",
+            str(ref),
+            "--seed",
+            "0",
+            "--adapt",
+            "0",
+        ]
         result = CliRunner().invoke(app, [*args, flag, "-m", str(m_path)])
         assert result.exit_code == 0, result.stderr
         outs[flag] = sf.read(out, dtype="float32")[0]
     loaded = speechvq.load(m_path)
-    voice = loaded.voice([(sf.read(ref, dtype="float32")[0], 16000)])
+    voice = loaded.voice([(sf.read(ref, dtype="float32")[0], 16000)], adapt_steps=0)
     wave = sf.read(src, dtype="float32")[0]
     matched = loaded.convert(wave, 16000, voice, seed=0)
     plain = loaded.convert(wave, 16000, voice, seed=0, match=False)
@@ -210,7 +220,7 @@ def test_running_matching_is_the_same_however_the_frames_are_cut(seed, cuts):
 
 def test_codes_alone_move_to_the_statistics_of_the_references_codes(model):
     ref = synth_speechlike(1.5, seed=3)
-    voice = model.voice([(ref, 16000)])
+    voice = model.voice([(ref, 16000)], adapt_steps=0)
     rows = model.code_rows(model.encode(ref, 16000))
     np.testing.assert_allclose(voice.codes.mean, rows.mean(1), atol=1e-5)
     codes = model.encode(0.5 * synth_speechlike(2.0, seed=7), 16000)
@@ -224,7 +234,7 @@ def test_codes_alone_move_to_the_statistics_of_the_references_codes(model):
     after = np.abs(model.code_rows(moved).mean(1) - voice.codes.mean).mean()
     assert after < before
     # a voice without statistics (a name's, a header's) leaves the codes as they are
-    header_voice = model.voice([(ref, 16000)], latents=False)
+    header_voice = model.voice([(ref, 16000)], latents=False, adapt_steps=0)
     assert header_voice.codes is None
     np.testing.assert_array_equal(model.match_codes(codes, header_voice), codes)
     np.testing.assert_array_equal(model.match_codes(codes[:100], voice), codes[:100])
@@ -245,7 +255,7 @@ def test_cli_decode_and_decompress_in_a_recorded_voice_match_unless_told_not_to(
     wave = sf.read(tmp_path / "in.wav", dtype="float32")[0]
     codes = loaded.encode(wave, 16000)
     save_codes(tmp_path / "codes.npy", codes)
-    m = ["-m", str(m_path), "--speaker-wav", str(ref), "--seed", "0"]
+    m = ["-m", str(m_path), "--speaker-wav", str(ref), "--seed", "0", "--adapt", "0"]
     r = CliRunner().invoke(
         app,  # no pitch track: decode and decompress then both predict F0 from the codes
         [
@@ -255,10 +265,12 @@ def test_cli_decode_and_decompress_in_a_recorded_voice_match_unless_told_not_to(
             "-m",
             str(m_path),
             "--no-pitch",
+            "--adapt",
+            "0",
         ],
     )
     assert r.exit_code == 0, r.output
-    voice = loaded.voice([(sf.read(ref, dtype="float32")[0], 16000)])
+    voice = loaded.voice([(sf.read(ref, dtype="float32")[0], 16000)], adapt_steps=0)
     want = {
         "--match": loaded.decode(loaded.match_codes(codes, voice), voice, seed=0),
         "--no-match": loaded.decode(codes, voice, seed=0),

@@ -10,7 +10,7 @@ import torch
 import speechvq
 from speechvq.config import ModelConfig
 from speechvq.errors import SpeechVQError
-from speechvq.models.voice import Voice
+from speechvq.models.voice import Voice, adapt_voice
 
 from .conftest import make_prepared_corpus, synth_speechlike, tiny_train_config
 
@@ -50,7 +50,8 @@ def test_training_needs_a_reference_and_uses_it(model):
 
 
 def test_decode_in_a_measured_voice(model):
-    voice = model.voice([(synth_speechlike(1.2, seed=3), 16000), (synth_speechlike(1.0), 16000)])
+    recordings = [(synth_speechlike(1.2, seed=3), 16000), (synth_speechlike(1.0), 16000)]
+    voice = model.voice(recordings, adapt_steps=0)
     assert isinstance(voice, Voice) and voice.vector.shape == (8,)
     assert voice.logf0_mean == pytest.approx(np.log(140), abs=0.15)  # the tone's pitch
     codes = model.encode(synth_speechlike(0.5), 16000)
@@ -60,6 +61,44 @@ def test_decode_in_a_measured_voice(model):
     assert by_name.shape == (8000,) and not np.array_equal(out, by_name)
     converted = model.convert(synth_speechlike(0.5), 16000, voice, seed=0, pitch=False)
     np.testing.assert_array_equal(converted, out)  # pitch=True: tests/test_pitch_track.py
+
+
+def _resynthesis_loss(model, wave, vector):
+    """The decoder's training loss on `wave` re-synthesised from its codes in `vector`'s voice
+    (the same noise each call)."""
+    codes = model.encode(wave, 16000)
+    f0 = torch.from_numpy(model.input_f0(wave, 16000, codes.size).astype(np.float32))[None]
+    target = torch.from_numpy(np.pad(wave, (0, codes.size * 64 - wave.size)))[None]
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        latents = model.quantizer.lookup(torch.from_numpy(codes)[None])
+        return float(
+            model.decoder.reconstruction_loss(target, latents, torch.tensor(vector)[None], f0)
+        )
+
+
+def test_adapting_a_voice_tunes_its_vector_to_resynthesise_the_references(model):
+    with torch.no_grad():  # as if trained: a new decoder's heads start at zero, deaf to the voice
+        for head in (model.decoder.harmonic_head, model.decoder.noise_head):
+            head.weight.normal_(0, 0.1)
+    wave = synth_speechlike(1.5, seed=3)
+    voice = model.voice([(wave, 16000)], adapt_steps=0)
+    assert adapt_voice(model, voice, [(wave, 16000)], 0) is voice
+    rng_before = torch.random.get_rng_state()
+    adapted = adapt_voice(model, voice, [(wave, 16000)], 40, lr=0.05)
+    torch.testing.assert_close(torch.random.get_rng_state(), rng_before)  # the caller's RNG kept
+    assert all(p.grad is None for p in model.parameters())  # the model is not touched
+    assert not np.allclose(adapted.vector, voice.vector)
+    assert _resynthesis_loss(model, wave, adapted.vector) < _resynthesis_loss(
+        model, wave, voice.vector
+    )
+    assert (adapted.logf0_mean, adapted.logf0_std, adapted.latents) == (
+        voice.logf0_mean,
+        voice.logf0_std,
+        voice.latents,
+    )
+    again = adapt_voice(model, voice, [(wave, 16000)], 40, lr=0.05)
+    np.testing.assert_array_equal(again.vector, adapted.vector)  # the same call, the same voice
 
 
 @pytest.mark.parametrize(
@@ -103,20 +142,40 @@ def test_cli_converts_to_a_reference_recording(tmp_path, model, wav_file):
     ref = tmp_path / "ref.wav"
     sf.write(ref, synth_speechlike(1.5, seed=4), 16000)
     out = tmp_path / "out.wav"
-    args = ["convert", str(wav_file), str(out), "--target-wav", str(ref)]
+    args = ["convert", str(wav_file), str(out), "--target-wav", str(ref), "--adapt", "0"]
     result = CliRunner().invoke(app, [*args, "-m", str(m_path)])
     assert result.exit_code == 0, result.stderr
     assert sf.info(out).frames == 8000 and "ref.wav" in result.stdout
     codes = tmp_path / "c.npy"
     CliRunner().invoke(app, ["encode", str(wav_file), str(codes), "-m", str(m_path)])
     dec = tmp_path / "dec.wav"
-    args = ["decode", str(codes), str(dec), "--speaker-wav", str(ref), "--seed", "0"]
+    args = [
+        "decode",
+        str(codes),
+        str(dec),
+        "--speaker-wav",
+        str(ref),
+        "--seed",
+        "0",
+        "--adapt",
+        "0",
+    ]
     result = CliRunner().invoke(app, [*args, "-m", str(m_path)])
     assert result.exit_code == 0 and sf.info(dec).frames == 8000, result.stderr
     svq, dec2 = tmp_path / "c.svq", tmp_path / "dec2.wav"
     args = ["compress", str(wav_file), str(svq), "-m", str(m_path), "--no-pitch"]  # as decode
     CliRunner().invoke(app, args)
-    args = ["decompress", str(svq), str(dec2), "--speaker-wav", str(ref), "--seed", "0"]
+    args = [
+        "decompress",
+        str(svq),
+        str(dec2),
+        "--speaker-wav",
+        str(ref),
+        "--seed",
+        "0",
+        "--adapt",
+        "0",
+    ]
     args += ["-m", str(m_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
@@ -131,14 +190,16 @@ def test_cli_converts_to_a_reference_recording(tmp_path, model, wav_file):
 def test_the_svq_file_carries_the_voice(tmp_path, model):
     from speechvq.inference.compression import compress, decompress, pack_voice, unpack_voice
 
-    voice = model.voice([(synth_speechlike(1.5, seed=5), 16000)])
+    voice = model.voice([(synth_speechlike(1.5, seed=5), 16000)], adapt_steps=0)
     packed = pack_voice(voice)
     assert len(packed) <= 64  # 38 bytes as base64
     back = unpack_voice(packed)
     np.testing.assert_allclose(back.vector, voice.vector, atol=np.abs(voice.vector).max() / 250)
     assert back.logf0_mean == pytest.approx(voice.logf0_mean, rel=1e-3)
     wave = synth_speechlike(1.5, seed=5)
-    header = compress(model, wave, 16000, tmp_path / "a.svq", entropy="adaptive", pitch=False)
+    header = compress(
+        model, wave, 16000, tmp_path / "a.svq", entropy="adaptive", pitch=False, adapt_steps=0
+    )
     assert header.voice is not None
     own = decompress(model, tmp_path / "a.svq", seed=0)
     codes = model.encode(wave, 16000)
@@ -148,6 +209,39 @@ def test_the_svq_file_carries_the_voice(tmp_path, model):
     assert not np.array_equal(own, named)
     with pytest.raises(SpeechVQError, match="corrupted voice"):
         unpack_voice("not base64!")
+
+
+def test_cli_adapt_tunes_the_stored_and_the_reference_voice(tmp_path, model):
+    from typer.testing import CliRunner
+
+    from speechvq.cli import app
+    from speechvq.codec.bitstream import read_svq
+    from speechvq.inference.compression import header_voice, pack_voice
+
+    with torch.no_grad():  # as if trained, so the voice matters (see above)
+        for head in (model.decoder.harmonic_head, model.decoder.noise_head):
+            head.weight.normal_(0, 0.1)
+    m_path, wav = tmp_path / "m.safetensors", tmp_path / "in.wav"
+    model.save(m_path)
+    wave = synth_speechlike(1.5, seed=5)
+    sf.write(wav, wave, 16000, subtype="FLOAT")
+    runner = CliRunner()
+    for steps in (0, 5):
+        svq = tmp_path / f"a{steps}.svq"
+        args = ["compress", str(wav), str(svq), "-m", str(m_path), "--adapt", str(steps)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.stderr
+        f0 = [model.input_f0(wave, 16000, model.encode(wave, 16000).size)]
+        want = pack_voice(header_voice(model, wave, 16000, f0, adapt_steps=steps))
+        assert read_svq(svq).header.voice == want
+    assert read_svq(tmp_path / "a0.svq").header.voice != read_svq(tmp_path / "a5.svq").header.voice
+    ref, out = tmp_path / "ref.wav", tmp_path / "out.wav"
+    sf.write(ref, synth_speechlike(1.5, seed=4), 16000)
+    args = ["convert", str(wav), str(out), "--target-wav", str(ref), "--adapt", "3"]
+    result = runner.invoke(app, [*args, "-m", str(m_path)])
+    assert result.exit_code == 0 and sf.info(out).frames == wave.size, result.stderr
+    result = runner.invoke(app, [*args[:-1], "-1", "-m", str(m_path), "-f"])
+    assert result.exit_code == 2  # not a number of steps
 
 
 def test_evaluate_converts_one_shot_to_recorded_voices(tmp_path, model):
@@ -162,7 +256,14 @@ def test_evaluate_converts_one_shot_to_recorded_voices(tmp_path, model):
     sf.write(tmp_path / "in.wav", synth_speechlike(1.2, seed=7), 16000)
     items = find_recordings(tmp_path / "in.wav")
     targets = find_recordings(tmp_path / "targets")
-    options = EvaluationOptions(baselines=(), metrics=("mel",), progress=False, examples=0)
+    options = EvaluationOptions(
+        baselines=(),
+        metrics=("mel",),
+        progress=False,
+        examples=0,
+        adapt_steps=2,
+        target_adapt_steps=2,
+    )  # a few steps of tuning each voice, as compress and convert do by default
     report = evaluate(model, items, options, wav_targets=targets)
     assert sorted(c.target for c in report.conversions) == ["carol", "dave"]
     assert any("one-shot target carol: voice from 1 file(s)" in n for n in report.notes)

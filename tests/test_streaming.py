@@ -264,20 +264,23 @@ def test_a_live_voice_changer_to_the_voice_of_a_reference_recording(tmp_path):
 
     model = _spk_stream_model()
     reference = synth_speechlike(2.0, seed=7)
-    voice = model.voice([(reference, 16000)])
+    voice = model.voice([(reference, 16000)], adapt_steps=0)
     codes = model.encode(WAVE, 16000)
     dec = model.stream_decoder(voice, seed=0)
     audio = np.concatenate([dec.push(codes[t : t + 7]) for t in range(0, codes.size, 7)])
     audio = np.concatenate([audio, dec.flush()])
     offline = model.decode(codes, voice, seed=0)
     assert np.abs(audio - offline).max() < TOLERANCE * np.abs(offline).max()
-    other = model.decode(codes, model.voice([(synth_speechlike(2.0, seed=8) * 0.5, 16000)]), seed=0)
+    other = model.decode(
+        codes, model.voice([(synth_speechlike(2.0, seed=8) * 0.5, 16000)], adapt_steps=0), seed=0
+    )
     assert not np.allclose(other, offline)  # the voice is the reference's, not a fixed one
     model.save(tmp_path / "spk.safetensors")
     sf.write(tmp_path / "in.wav", WAVE, 16000)
     sf.write(tmp_path / "ref.wav", reference, 16000)
     args = ["stream", str(tmp_path / "in.wav"), str(tmp_path / "out.wav")]
     args += ["-m", str(tmp_path / "spk.safetensors"), "--target-wav", str(tmp_path / "ref.wav")]
+    args += ["--adapt", "0"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert sf.info(tmp_path / "out.wav").frames == WAVE.size
@@ -287,27 +290,32 @@ def test_a_live_voice_changer_to_the_voice_of_a_reference_recording(tmp_path):
     r = CliRunner().invoke(app, ["compress", "--stream", str(tmp_path / "in.wav"), svqs, *m])
     assert r.exit_code == 0, r.output
     args = ["decompress", "--stream", svqs, out, "--speaker-wav", str(tmp_path / "ref.wav")]
+    args += ["--adapt", "0"]
     r = CliRunner().invoke(app, [*args, *m])
     assert r.exit_code == 0, r.output
     from speechvq.audio.io import load_audio
 
     live = load_audio(out, 16000)[0]
     codes = model.encode(load_audio(tmp_path / "in.wav", 16000)[0], 16000)
-    offline = model.decode(codes, model.voice([load_audio(tmp_path / "ref.wav", 16000)]), seed=0)
+    offline = model.decode(
+        codes, model.voice([load_audio(tmp_path / "ref.wav", 16000)], adapt_steps=0), seed=0
+    )
     assert live.size == WAVE.size  # written clipped to 16 bits (this random model is loud)
     assert np.abs(live - np.clip(offline, -1, 1)).max() < 1e-3 + TOLERANCE * np.abs(offline).max()
     args = ["decompress", "--stream", svqs, out, "-f", "-s", "a", "--speaker-wav", "x.wav"]
     r = CliRunner().invoke(app, [*args, *m])
     assert r.exit_code == 2 and "either" in r.output
     # The sender can put a voice in the stream's header instead: no reference at the receiver.
-    ref = ["--speaker-wav", str(tmp_path / "ref.wav")]
+    ref = ["--speaker-wav", str(tmp_path / "ref.wav"), "--adapt", "0"]
     args = ["compress", "--stream", str(tmp_path / "in.wav"), svqs, "-f", *ref, *m]
     assert CliRunner().invoke(app, args).exit_code == 0
     r = CliRunner().invoke(app, ["decompress", "--stream", svqs, out, "-f", *m])
     assert r.exit_code == 0, r.output
     from speechvq.inference.compression import pack_voice, unpack_voice
 
-    sent = unpack_voice(pack_voice(model.voice([load_audio(tmp_path / "ref.wav", 16000)])))
+    sent = unpack_voice(
+        pack_voice(model.voice([load_audio(tmp_path / "ref.wav", 16000)], adapt_steps=0))
+    )
     offline = np.clip(model.decode(codes, sent, seed=0), -1, 1)  # the voice as the header has it
     np.testing.assert_allclose(load_audio(out, 16000)[0], offline, atol=2e-3)
     args = ["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.svq"), *ref, *m]
@@ -324,7 +332,7 @@ def test_a_live_voice_changer_moves_the_codes_as_they_arrive(cuts):
     from speechvq.models.matching import RunningMatch
 
     model = _spk_stream_model()
-    voice = model.voice([(synth_speechlike(2.0, seed=7), 16000)])
+    voice = model.voice([(synth_speechlike(2.0, seed=7), 16000)], adapt_steps=0)
     moved = model.quantize(RunningMatch(voice.codes).push(model.code_rows(CODES)))
     assert np.array_equal(moved[:249], CODES[:249]) and not np.array_equal(moved, CODES)
     offline = model.decode(moved, voice, seed=0)
@@ -613,7 +621,7 @@ def test_the_sender_measures_its_voice_and_the_receiver_follows_it():
     data = comp.start() + b"".join(comp.push(wave[t : t + 320]) for t in range(0, wave.size, 320))
     data += comp.flush()
     assert comp.voice_sent_at == 1.0  # measured on exactly the first second, then sent
-    measured = model.voice([(wave[:16000], 16000)])
+    measured = model.voice([(wave[:16000], 16000)], adapt_steps=0)  # live voices are not tuned
     assert np.allclose(comp.sent_voice.vector, measured.vector)
 
     late = StreamCompressor(model, 16000, send_voice=1.0, threaded=False)  # silence first

@@ -23,7 +23,8 @@ target itself; `latents+pitch@1.5` is what `convert --target-wav` does since
 0.10.0); `@Sv` moves the vector alone that far, `@A/B` the vector A and the
 latent statistics B (experiments, docs/speaker.md). `~A/K` (after the rest,
 `latents+pitch@1.5~0.5/4`) sets `convert`'s `blend` A and `neighbours` K
-(`matching.knn_blend`; `latents` only).
+(`matching.knn_blend`; `latents` only). `--adapt-steps N` tunes each target's
+vector on its references (`models.voice.adapt_voice`) before any variant.
 
     python recipes/spk/convert_matrix.py [-m small-spk] [--data ../shared/data]
 """
@@ -63,7 +64,7 @@ def convert(model, variant: str, wave: np.ndarray, voice) -> np.ndarray:
     library_strength = 1.0
     if strength.endswith("v") or "/" in strength:  # experiments: the vector alone, or apart
         if id(wave) not in _SOURCES:
-            _SOURCES[id(wave)] = model.voice([(wave, SR)])
+            _SOURCES[id(wave)] = model.voice([(wave, SR)], adapt_steps=0)
         source = _SOURCES[id(wave)]
         vec, _, lat = strength.rstrip("v").partition("/")
         lat = lat or ("1" if strength.endswith("v") else vec)
@@ -111,6 +112,13 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data", help="holds speechocean762/WAVE")
     ap.add_argument("--reference-seconds", type=float, default=3.0)
     ap.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=0,
+        help="tune each target's vector on its references this many steps (`voice`'s "
+        "adapt_steps; 0, the default here, as up to 0.10.1)",
+    )
+    ap.add_argument(
         "--variants", default="none,latents", help="none, latents, codes, running; each also +pitch"
     )
     args = ap.parse_args()
@@ -132,10 +140,12 @@ def main() -> None:
         while n < len(waves[s]) and (n == 0 or seconds < args.reference_seconds):
             seconds += len(waves[s][n]) / SR
             n += 1
-        voices[s] = model.voice([(w, SR) for w in waves[s][:n]])
+        refs = [(w, SR) for w in waves[s][:n]]
+        voices[s] = model.voice(refs, adapt_steps=args.adapt_steps)
         centroids[s] = np.mean(embs[s][n : n + 4], axis=0)
 
-    print(f"{args.model}, references of {args.reference_seconds:g} s or more")
+    adapted = f", vectors adapted {args.adapt_steps} steps" if args.adapt_steps else ""
+    print(f"{args.model}, references of {args.reference_seconds:g} s or more{adapted}")
     print("| matching | identified | sim to target | sim to source | target higher | STOI |")
     print("|---|---:|---:|---:|---:|---:|")
     for variant in args.variants.split(","):

@@ -12,8 +12,10 @@ from speechvq.cli.common import (
     ExactOpt,
     ForceOpt,
     ModelOpt,
+    ReferenceAdaptOpt,
     SeedOpt,
     TempOpt,
+    adapt_option,
     app,
     check_output,
     errors,
@@ -21,7 +23,7 @@ from speechvq.cli.common import (
     pick_voice,
     sender_voice_seconds,
 )
-from speechvq.config import CONVERT_BLEND, CONVERT_STRENGTH
+from speechvq.config import COMPRESS_ADAPT_STEPS, CONVERT_BLEND, CONVERT_STRENGTH
 from speechvq.errors import SpeechVQError
 
 SpeakerWavOpt = typer.Option(
@@ -65,6 +67,7 @@ def decode(
     speaker: str | None = typer.Option(None, "--speaker", "-s", help="Speaker to decode with."),
     speaker_wav: list[Path] | None = SpeakerWavOpt,
     match: bool = MatchCodesOpt,
+    adapt: int = ReferenceAdaptOpt,
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
@@ -78,7 +81,7 @@ def decode(
 
         check_output(output, force)
         m = load_model(model)
-        voice, name = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav")
+        voice, name = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav", adapt)
         codes = load_codes(input, m.config.quantizer.codebook_size)
         if match:  # a voice from --speaker-wav; a name is left as it is
             codes = m.match_codes(codes, voice)
@@ -129,6 +132,7 @@ def convert(
         help="With --target-wav, then move each frame this far (1: all the way) towards "
         "its nearest frames of the reference recordings (docs/speaker.md).",
     ),
+    adapt: int = ReferenceAdaptOpt,
     model: str | None = ModelOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
@@ -141,7 +145,9 @@ def convert(
 
         check_output(output, force)
         m = load_model(model)
-        voice, name = pick_voice(m, target_speaker, target_wav, "--target-speaker", "--target-wav")
+        voice, name = pick_voice(
+            m, target_speaker, target_wav, "--target-speaker", "--target-wav", adapt
+        )
         wave, sr = load_audio(input, m.sample_rate)
         out = m.convert(
             wave,
@@ -247,6 +253,7 @@ def compress(
         f"never. Default {DEFAULT_SEND_VOICE:g} s for such a model with no --speaker or "
         "--speaker-wav.",
     ),
+    adapt: int = adapt_option(COMPRESS_ADAPT_STEPS, "the input's voice, stored in the file,"),
     force: bool = ForceOpt,
 ):
     """Encode speech and entropy-code its codes into a self-describing .svq file."""
@@ -261,7 +268,7 @@ def compress(
         if speaker_wav:
             if not stream:
                 raise SpeechVQError("--speaker-wav needs --stream (a file keeps its own voice)")
-            voice, _ = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav")
+            voice, _ = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav", adapt)
         if send_voice is not None and not stream:
             raise SpeechVQError("--send-voice needs --stream (a file keeps its own voice)")
         if stream:
@@ -294,6 +301,7 @@ def compress(
             entropy=entropy,
             speaker=speaker,
             pitch=pitch,
+            adapt_steps=adapt,
             force=force,
         )
         track = f" (pitch track {header.pitch_bytes})" if header.pitch_block else ""
@@ -324,6 +332,7 @@ def decompress(
     ),
     speaker_wav: list[Path] | None = SpeakerWavOpt,
     match: bool = MatchCodesOpt,
+    adapt: int = ReferenceAdaptOpt,
     temperature: float = TempOpt,
     seed: int | None = SeedOpt,
     stream: bool = typer.Option(
@@ -345,7 +354,7 @@ def decompress(
         voice = None  # the file's own
         if speaker is not None or speaker_wav:
             # an unknown name or a bad recording fails before the slow part
-            voice, _ = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav")
+            voice, _ = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav", adapt)
         if stream:
             from speechvq.cli.streaming import decompress_stream
 

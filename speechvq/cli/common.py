@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from speechvq.config import REFERENCE_ADAPT_STEPS
 from speechvq.errors import SpeechVQError
 
 app = typer.Typer(
@@ -30,6 +31,22 @@ ModelOpt = typer.Option(
 ForceOpt = typer.Option(False, "--force", "-f", help="Overwrite an existing output file.")
 SeedOpt = typer.Option(None, "--seed", help="Random seed; the same seed gives the same output.")
 TempOpt = typer.Option(1.0, "--temperature", "-t", help="Sampling temperature (0 = argmax).")
+
+
+def adapt_option(default: int, voice: str) -> typer.Option:
+    """`--adapt STEPS`: how long to tune `voice`'s vector (`models.voice.adapt_voice`)."""
+    return typer.Option(
+        default,
+        "--adapt",
+        min=0,
+        metavar="STEPS",
+        help=f"Tune the vector of {voice} on the recordings this many steps, so the decoder "
+        "re-synthesises them best (speaker adaptation: about 0.1-0.4 s of CPU a step; "
+        "docs/speaker.md). 0: the speaker encoder's vector as it is.",
+    )
+
+
+ReferenceAdaptOpt = adapt_option(REFERENCE_ADAPT_STEPS, "the voice of --speaker-wav/--target-wav")
 ExactOpt = typer.Option(
     False,
     "--exact",
@@ -114,8 +131,11 @@ def names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-def pick_voice(m, name: str | None, wavs: list[Path] | None, name_opt: str, wav_opt: str):
-    """The voice a command was given, as a name or recordings: (what `decode` takes, a label)."""
+def pick_voice(
+    m, name: str | None, wavs: list[Path] | None, name_opt: str, wav_opt: str, adapt: int
+):
+    """The voice a command was given, as a name or recordings: (what `decode` takes, a label).
+    `adapt`: steps of tuning a recorded voice's vector on its recordings (`--adapt`)."""
     from speechvq.audio.io import load_audio
 
     if (name is None) == (not wavs):
@@ -125,7 +145,7 @@ def pick_voice(m, name: str | None, wavs: list[Path] | None, name_opt: str, wav_
         return name, name
     recordings = [load_audio(path, m.sample_rate) for path in wavs]
     try:
-        voice = m.voice(recordings)
+        voice = m.voice(recordings, adapt_steps=adapt, progress=True)
     except SpeechVQError as exc:
         raise SpeechVQError(f"{', '.join(map(str, wavs))}: {exc}") from None
     return voice, "the voice of " + ", ".join(p.name for p in wavs)

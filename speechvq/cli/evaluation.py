@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from speechvq.cli.common import ForceOpt, ModelOpt, app, errors, load_model, names
+from speechvq.cli.common import ForceOpt, ModelOpt, adapt_option, app, errors, load_model, names
+from speechvq.config import COMPRESS_ADAPT_STEPS, REFERENCE_ADAPT_STEPS
 
 
 @app.command()
@@ -46,6 +47,15 @@ def evaluate(
         False, "--baselines-only", help="Score only the baseline codecs (no model)."
     ),
     seed: int = typer.Option(0, "--seed", help="Decoder sampling seed."),
+    adapt: int = adapt_option(COMPRESS_ADAPT_STEPS, "each file's own voice (as compress --adapt)"),
+    target_adapt: int = typer.Option(
+        REFERENCE_ADAPT_STEPS,
+        "--target-adapt",
+        min=0,
+        metavar="STEPS",
+        help="Tune each --convert-to-wav target's vector on its reference this many steps "
+        "(as convert --adapt).",
+    ),
     force: bool = ForceOpt,
 ):
     """Score the model's reconstructions (and conversions) beside classic codecs."""
@@ -61,6 +71,8 @@ def evaluate(
             convert_to=names(convert_to),
             metrics=names(metrics),
             seed=seed,
+            adapt_steps=adapt,
+            target_adapt_steps=target_adapt,
         )  # validates names before the slow part
         items = find_recordings(source, split=split)[: limit or None]
         refs = find_recordings(references, split="train") if references is not None else []

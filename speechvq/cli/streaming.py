@@ -18,6 +18,7 @@ from speechvq.cli.common import (
     DEFAULT_SEND_VOICE,
     ForceOpt,
     ModelOpt,
+    ReferenceAdaptOpt,
     app,
     check_output,
     errors,
@@ -136,6 +137,7 @@ def stream(
         "receiver follows it (a model with a speaker encoder); 0: never. Default "
         f"{DEFAULT_SEND_VOICE:g} s for such a model with no target voice.",
     ),
+    adapt: int = ReferenceAdaptOpt,
     model: str | None = ModelOpt,
     threads: int = typer.Option(1, "--threads", help="CPU threads (the timing is per thread)."),
     force: bool = ForceOpt,
@@ -153,7 +155,9 @@ def stream(
         m = load_model(model)
         voice = None
         if target_speaker is not None or target_wav:
-            voice, _ = pick_voice(m, target_speaker, target_wav, "--target-speaker", "--target-wav")
+            voice, _ = pick_voice(
+                m, target_speaker, target_wav, "--target-speaker", "--target-wav", adapt
+            )
         wave, sr = load_audio(input, m.sample_rate)
         seconds = sender_voice_seconds(m, send_voice, voice is not None)
         r = loopback(

@@ -21,6 +21,7 @@ import numpy as np
 
 from speechvq.audio.io import load_audio
 from speechvq.codec.pitch_track import encode_track
+from speechvq.config import COMPRESS_ADAPT_STEPS, REFERENCE_ADAPT_STEPS
 from speechvq.data.discovery import Recording
 from speechvq.errors import SpeechVQError
 from speechvq.evaluation import metrics as M
@@ -35,6 +36,7 @@ from speechvq.evaluation.results import (
     SystemResult,
 )
 from speechvq.inference.compression import (
+    header_voice,
     pack_voice,
     pitch_symbols,
     pitch_track_f0,
@@ -67,6 +69,10 @@ class EvaluationOptions:
     seed: int = 0  # the decoder's sampling seed, for a repeatable report
     examples: int = 3  # files kept in memory for the spectrogram figures
     progress: bool = True
+    # Steps of tuning each file's own voice vector on it, as `compress --adapt` does, and
+    # each one-shot target's on its reference, as `convert --adapt` (`adapt_voice`).
+    adapt_steps: int = COMPRESS_ADAPT_STEPS
+    target_adapt_steps: int = REFERENCE_ADAPT_STEPS
 
     def __post_init__(self) -> None:
         # Refuse bad names here, before a model loads or a file is decoded.
@@ -163,7 +169,9 @@ class _Run:
                 seconds += len(waves[n]) / self.sr
                 n += 1
             try:
-                self.targets[target] = self.model.voice([(w, self.sr) for w in waves[:n]])
+                self.targets[target] = self.model.voice(
+                    [(w, self.sr) for w in waves[:n]], adapt_steps=self.options.target_adapt_steps
+                )
             except SpeechVQError as exc:
                 raise SpeechVQError(f"conversion target {target}: {exc}") from None
             judge = waves[n:] or waves
@@ -213,7 +221,7 @@ class _Run:
             codes = model.encode(ref, self.sr)
             # The input's F0, tracked once for the pitch track and the voice's level.
             track_f0 = model.input_f0(ref, self.sr, codes.size) if model.pitch is not None else None
-            speaker = _decode_speaker(model, item, ref, self.sr, track_f0)
+            speaker = _decode_speaker(model, item, ref, self.sr, track_f0, self.options.adapt_steps)
             if isinstance(speaker, Voice):  # as `compress` stores it: 8-bit in the header
                 speaker = unpack_voice(pack_voice(speaker))
             outputs[MODEL_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed)
@@ -358,14 +366,19 @@ def _prior_bits(model, codes: np.ndarray, item: Recording) -> float | None:
 
 
 def _decode_speaker(
-    model, item: Recording, ref: np.ndarray, sr: int, f0: np.ndarray | None = None
+    model,
+    item: Recording,
+    ref: np.ndarray,
+    sr: int,
+    f0: np.ndarray | None = None,
+    adapt_steps: int = COMPRESS_ADAPT_STEPS,
 ) -> Any:
     """The voice a codec user gets: with a speaker encoder, the recording's own (what
-    `compress` keeps of it; `f0`, its `input_f0` if tracked already); else its
-    speaker's name, or the model's first speaker."""
+    `compress` keeps of it, tuned `adapt_steps` on it; `f0`, its `input_f0` if tracked
+    already); else its speaker's name, or the model's first speaker."""
     if model.speaker_encoder is not None:
         try:  # as the header keeps it
-            return model.voice([(ref, sr)], latents=False, f0=None if f0 is None else [f0])
+            return header_voice(model, ref, sr, None if f0 is None else [f0], adapt_steps)
         except SpeechVQError:  # too short or too little voiced speech: a name after all
             pass
     if item.speaker in model.speakers:

@@ -33,6 +33,7 @@ from speechvq.codec.bitstream import (
     write_svq,
 )
 from speechvq.codec.entropy import CODER_NAME, ProbabilitySource, decode_codes, encode_codes
+from speechvq.config import COMPRESS_ADAPT_STEPS
 from speechvq.errors import SpeechVQError
 from speechvq.models.modelfile import model_hash
 from speechvq.models.voice import Voice
@@ -137,6 +138,7 @@ def compress(
     entropy: str = "auto",
     speaker: str | None = None,
     pitch: bool = True,
+    adapt_steps: int = COMPRESS_ADAPT_STEPS,
     force: bool = False,
 ) -> SVQHeader:
     """Encode a `[T]` waveform to codes and write them, entropy-coded, as an `.svq` file.
@@ -146,7 +148,9 @@ def compress(
     stored as the default voice for decompression. With `pitch` (and a model
     with the pitch path) the input's own F0 goes in the file as a pitch track
     (`codec.pitch_track`, about 150 bit/s), which the decoder then follows
-    instead of predicting F0 from the codes.
+    instead of predicting F0 from the codes. With a speaker encoder and no
+    `speaker`, the input's own voice goes in the header, its vector tuned on the
+    input `adapt_steps` steps (`models.voice.adapt_voice`).
     """
     path = Path(path)
     if path.exists() and not force:  # before the encoder runs
@@ -163,7 +167,7 @@ def compress(
     if model.speaker_encoder is not None and speaker is None:
         f0 = None if track_f0 is None else [track_f0]
         try:  # the input's own voice travels with its codes
-            voice = pack_voice(model.voice([(wave, sample_rate)], latents=False, f0=f0))
+            voice = pack_voice(header_voice(model, wave, sample_rate, f0, adapt_steps))
         except SpeechVQError as exc:
             warnings.warn(
                 f"{path}: no voice stored ({exc}); decoded as a training voice", stacklevel=2
@@ -190,6 +194,19 @@ def compress(
     )
     write_svq(path, header, payload, force=force)
     return header
+
+
+def header_voice(
+    model: Any,
+    wave: np.ndarray,
+    sample_rate: int,
+    f0: list[np.ndarray] | None = None,
+    adapt_steps: int = COMPRESS_ADAPT_STEPS,
+) -> Voice:
+    """The input's own voice as `compress` measures it for the header (before its 8-bit
+    packing, `pack_voice`); `f0` `[input_f0]` if tracked already. Raises
+    `SpeechVQError` where the input is too short or quiet to measure one."""
+    return model.voice([(wave, sample_rate)], latents=False, f0=f0, adapt_steps=adapt_steps)
 
 
 def pitch_block(model: Any) -> int:

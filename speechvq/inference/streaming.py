@@ -201,8 +201,9 @@ class VoiceMeter:
 
     def _measure(self, audio: np.ndarray) -> Voice:
         # What a voice packet carries: no content statistics, so the encoder, which
-        # is streaming beside this, is not run.
-        return self.model.voice([(audio, self.rate)], latents=False)
+        # is streaming beside this, is not run; nor tuned (`adapt_voice`), which would
+        # hold the voice packet back by seconds.
+        return self.model.voice([(audio, self.rate)], latents=False, adapt_steps=0)
 
     def _start(self, audio: np.ndarray) -> Any:
         import concurrent.futures

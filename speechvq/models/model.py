@@ -18,7 +18,13 @@ from torch import nn
 from speechvq.audio.f0 import extract_f0
 from speechvq.audio.io import resample
 from speechvq.codec.pitch_track import move_level
-from speechvq.config import CONVERT_BLEND, CONVERT_NEIGHBOURS, CONVERT_STRENGTH, ModelConfig
+from speechvq.config import (
+    CONVERT_BLEND,
+    CONVERT_NEIGHBOURS,
+    CONVERT_STRENGTH,
+    REFERENCE_ADAPT_STEPS,
+    ModelConfig,
+)
 from speechvq.errors import SpeechVQError
 from speechvq.models.decoders import make_decoder
 from speechvq.models.decoders.base import SynthesisOptions
@@ -29,7 +35,7 @@ from speechvq.models.pitch import PitchPredictor
 from speechvq.models.quantizer import VectorQuantizer
 from speechvq.models.speaker_encoder import SpeakerEncoder
 from speechvq.models.streaming import StreamDecoder, StreamEncoder
-from speechvq.models.voice import Voice, extrapolate, voice_from_recordings
+from speechvq.models.voice import Voice, adapt_voice, extrapolate, voice_from_recordings
 
 
 @dataclass
@@ -120,12 +126,18 @@ class SpeechVQ(nn.Module):
         *,
         latents: bool = True,
         f0: list[np.ndarray] | None = None,
+        adapt_steps: int = REFERENCE_ADAPT_STEPS,
+        progress: bool = False,
     ) -> Voice:
         """The voice of `(wave, sample_rate)` recordings of one speaker (speaker encoder);
         `latents=False` leaves out the content statistics (`Voice.latents`), which only
         `convert` uses, and with them the content encoder's pass. `f0`: each
-        recording's `input_f0` when the caller has tracked it already."""
-        return voice_from_recordings(self, recordings, latents=latents, f0=f0)
+        recording's `input_f0` when the caller has tracked it already. The vector is
+        then tuned on the recordings `adapt_steps` steps (`models.voice.adapt_voice`,
+        as `convert --target-wav` does; 0: the speaker encoder's vector as it is;
+        `progress` shows a bar)."""
+        voice = voice_from_recordings(self, recordings, latents=latents, f0=f0)
+        return adapt_voice(self, voice, recordings, adapt_steps, f0=f0, progress=progress)
 
     def set_pitch_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Store per-speaker log-F0 mean and spread `[S]` (measured on training data)."""
@@ -407,7 +419,7 @@ class SpeechVQ(nn.Module):
         itself where the input is too short or quiet to measure a voice on. `latents`
         `[D, F]` and `f0` `[F]` are the input's, already computed by `convert`."""
         try:  # the vector and F0 level; the latent statistics come from `latents`
-            source = self.voice([(wave, sample_rate)], latents=False, f0=[f0])
+            source = self.voice([(wave, sample_rate)], latents=False, f0=[f0], adapt_steps=0)
         except SpeechVQError:
             return target
         return extrapolate(replace(source, latents=LatentStats.of(latents)), target, strength)

@@ -134,10 +134,16 @@ def create_app(
             if model.speaker_encoder is None:
                 raise BadRequest("this model has no speaker encoder: pick one of its voices")
             references = [(await read_audio(u, "reference"), sr) for u in uploads]
-            voice = await run_in_threadpool(model.voice, references)  # a bad one fails here
+            # A bad reference fails here; the voice is tuned on them in the job (seconds).
+            voice = await run_in_threadpool(
+                functools.partial(model.voice, references, adapt_steps=0)
+            )
         else:
+            references = []
             _check(model.speaker_id, voice or model.speakers[0])
-        job = jobs.submit("convert", functools.partial(work.convert, model, wave, voice))
+        job = jobs.submit(
+            "convert", functools.partial(work.convert, model, wave, voice, references=references)
+        )
         return JSONResponse({"job": job.id}, status_code=202)
 
     async def compress(request: Request) -> Response:

@@ -17,23 +17,33 @@ from typing import Any
 import numpy as np
 
 from speechvq.audio.io import save_audio
+from speechvq.config import REFERENCE_ADAPT_STEPS
 from speechvq.evaluation.baselines import Baseline
 from speechvq.evaluation.report import spectrogram_figure
 from speechvq.inference.compression import compress as compress_file
 from speechvq.inference.compression import decompress as decompress_file
 from speechvq.inference.sampling import sample_speech
-from speechvq.models.voice import Voice
+from speechvq.models.voice import Voice, adapt_voice
 
 Report = Callable[[float, str], None]
 
 
 def convert(
-    model: Any, wave: np.ndarray, voice: str | Voice | None, folder: Path, report: Report
+    model: Any,
+    wave: np.ndarray,
+    voice: str | Voice | None,
+    folder: Path,
+    report: Report,
+    references: list[tuple[np.ndarray, int]] = (),
 ) -> dict[str, Any]:
     """`wave` `[T]` (at the model's rate) in the voice of speaker `voice` (a name; None:
-    the model's first) or of a `Voice` measured on reference recordings."""
+    the model's first) or of a `Voice` measured on the `references` recordings, whose
+    vector is first tuned on them as `convert --target-wav` does (`adapt_voice`)."""
     sr = model.sample_rate
     if isinstance(voice, Voice):
+        if references:
+            report(0.05, "tuning the voice to the reference")
+            voice = adapt_voice(model, voice, list(references), REFERENCE_ADAPT_STEPS)
         label = "the reference recording's voice"
     else:
         voice = voice if voice is not None else model.speakers[0]
