@@ -253,7 +253,9 @@ def compress(
         f"never. Default {DEFAULT_SEND_VOICE:g} s for such a model with no --speaker or "
         "--speaker-wav.",
     ),
-    adapt: int = adapt_option(COMPRESS_ADAPT_STEPS, "the input's voice, stored in the file,"),
+    adapt: int = adapt_option(
+        COMPRESS_ADAPT_STEPS, "the voice stored in the file on the input (or --speaker-wav)"
+    ),
     force: bool = ForceOpt,
 ):
     """Encode speech and entropy-code its codes into a self-describing .svq file."""
@@ -303,6 +305,7 @@ def compress(
             pitch=pitch,
             adapt_steps=adapt,
             force=force,
+            progress=True,
         )
         track = f" (pitch track {header.pitch_bytes})" if header.pitch_block else ""
         typer.echo(f"{output}: {header.num_frames} codes, {header.payload_bytes} bytes{track}")

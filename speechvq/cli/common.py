@@ -33,20 +33,23 @@ SeedOpt = typer.Option(None, "--seed", help="Random seed; the same seed gives th
 TempOpt = typer.Option(1.0, "--temperature", "-t", help="Sampling temperature (0 = argmax).")
 
 
-def adapt_option(default: int, voice: str) -> typer.Option:
-    """`--adapt STEPS`: how long to tune `voice`'s vector (`models.voice.adapt_voice`)."""
+def adapt_option(default: int, what: str) -> typer.Option:
+    """`--adapt STEPS`: how long to tune a voice's vector (`models.voice.adapt_voice`);
+    `what` says which voice, on which recordings."""
     return typer.Option(
         default,
         "--adapt",
         min=0,
         metavar="STEPS",
-        help=f"Tune the vector of {voice} on the recordings this many steps, so the decoder "
-        "re-synthesises them best (speaker adaptation: about 0.1-0.4 s of CPU a step; "
+        help=f"Tune the vector of {what} this many steps, so the decoder re-synthesises "
+        "them best (speaker adaptation: about 0.2-0.4 s of one CPU thread a step; "
         "docs/speaker.md). 0: the speaker encoder's vector as it is.",
     )
 
 
-ReferenceAdaptOpt = adapt_option(REFERENCE_ADAPT_STEPS, "the voice of --speaker-wav/--target-wav")
+ReferenceAdaptOpt = adapt_option(
+    REFERENCE_ADAPT_STEPS, "a --speaker-wav/--target-wav voice on its recordings"
+)
 ExactOpt = typer.Option(
     False,
     "--exact",

@@ -47,7 +47,9 @@ def evaluate(
         False, "--baselines-only", help="Score only the baseline codecs (no model)."
     ),
     seed: int = typer.Option(0, "--seed", help="Decoder sampling seed."),
-    adapt: int = adapt_option(COMPRESS_ADAPT_STEPS, "each file's own voice (as compress --adapt)"),
+    adapt: int = adapt_option(
+        COMPRESS_ADAPT_STEPS, "each file's own voice on the file, as compress does,"
+    ),
     target_adapt: int = typer.Option(
         REFERENCE_ADAPT_STEPS,
         "--target-adapt",

@@ -140,6 +140,7 @@ def compress(
     pitch: bool = True,
     adapt_steps: int = COMPRESS_ADAPT_STEPS,
     force: bool = False,
+    progress: bool = False,
 ) -> SVQHeader:
     """Encode a `[T]` waveform to codes and write them, entropy-coded, as an `.svq` file.
 
@@ -150,7 +151,7 @@ def compress(
     (`codec.pitch_track`, about 150 bit/s), which the decoder then follows
     instead of predicting F0 from the codes. With a speaker encoder and no
     `speaker`, the input's own voice goes in the header, its vector tuned on the
-    input `adapt_steps` steps (`models.voice.adapt_voice`).
+    input `adapt_steps` steps (`models.voice.adapt_voice`; `progress` shows a bar).
     """
     path = Path(path)
     if path.exists() and not force:  # before the encoder runs
@@ -167,7 +168,7 @@ def compress(
     if model.speaker_encoder is not None and speaker is None:
         f0 = None if track_f0 is None else [track_f0]
         try:  # the input's own voice travels with its codes
-            voice = pack_voice(header_voice(model, wave, sample_rate, f0, adapt_steps))
+            voice = pack_voice(header_voice(model, wave, sample_rate, f0, adapt_steps, progress))
         except SpeechVQError as exc:
             warnings.warn(
                 f"{path}: no voice stored ({exc}); decoded as a training voice", stacklevel=2
@@ -202,11 +203,14 @@ def header_voice(
     sample_rate: int,
     f0: list[np.ndarray] | None = None,
     adapt_steps: int = COMPRESS_ADAPT_STEPS,
+    progress: bool = False,
 ) -> Voice:
     """The input's own voice as `compress` measures it for the header (before its 8-bit
     packing, `pack_voice`); `f0` `[input_f0]` if tracked already. Raises
     `SpeechVQError` where the input is too short or quiet to measure one."""
-    return model.voice([(wave, sample_rate)], latents=False, f0=f0, adapt_steps=adapt_steps)
+    return model.voice(
+        [(wave, sample_rate)], latents=False, f0=f0, adapt_steps=adapt_steps, progress=progress
+    )
 
 
 def pitch_block(model: Any) -> int:

@@ -153,10 +153,12 @@ def adapt_voice(
     decoder does not always reproduce the voice it describes; searching the
     vector against the recordings themselves closes part of that gap (on
     `small-spk`, 60 steps lifted the similarity of unseen speakers' reconstructions
-    from 0.785 to 0.817; docs/speaker.md). Each step re-synthesises one recording (taken in turn), or
-    a random window of `ADAPT_WINDOW_SECONDS` of a longer one, so the cost of a
-    step does not grow with the audio. `f0`: each recording's `input_f0`, if
-    already tracked. The F0 level and the content statistics are kept.
+    from 0.785 to 0.817; docs/speaker.md). Each step re-synthesises one recording
+    (taken in turn), or a random window of `ADAPT_WINDOW_SECONDS` of a longer one,
+    so the cost of a step does not grow with the audio (about 0.2-0.4 s on one
+    CPU thread for `small-spk`; the graph of one window takes about 0.5 GB).
+    `f0`: each recording's `input_f0`, if already tracked. The F0 level and the
+    content statistics are kept.
     """
     import torch
 
@@ -191,7 +193,7 @@ def adapt_voice(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(bar, desc="adapting the voice", unit="step", leave=False)
+        bar = tqdm(bar, desc="tuning the voice", unit="step", leave=False)
     # The decoder's noise comes from the global generator: seed it, within a fork of
     # its state so the caller's is left as it was, and the same call gives the same voice.
     devices = [dev.index or 0] if dev.type == "cuda" else []
