@@ -149,34 +149,14 @@ def test_cli_converts_to_a_reference_recording(tmp_path, model, wav_file):
     codes = tmp_path / "c.npy"
     CliRunner().invoke(app, ["encode", str(wav_file), str(codes), "-m", str(m_path)])
     dec = tmp_path / "dec.wav"
-    args = [
-        "decode",
-        str(codes),
-        str(dec),
-        "--speaker-wav",
-        str(ref),
-        "--seed",
-        "0",
-        "--adapt",
-        "0",
-    ]
+    in_voice = ["--speaker-wav", str(ref), "--seed", "0", "--adapt", "0"]
+    args = ["decode", str(codes), str(dec), *in_voice]
     result = CliRunner().invoke(app, [*args, "-m", str(m_path)])
     assert result.exit_code == 0 and sf.info(dec).frames == 8000, result.stderr
     svq, dec2 = tmp_path / "c.svq", tmp_path / "dec2.wav"
     args = ["compress", str(wav_file), str(svq), "-m", str(m_path), "--no-pitch"]  # as decode
     CliRunner().invoke(app, args)
-    args = [
-        "decompress",
-        str(svq),
-        str(dec2),
-        "--speaker-wav",
-        str(ref),
-        "--seed",
-        "0",
-        "--adapt",
-        "0",
-    ]
-    args += ["-m", str(m_path)]
+    args = ["decompress", str(svq), str(dec2), *in_voice, "-m", str(m_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
     np.testing.assert_allclose(sf.read(dec2)[0], sf.read(dec)[0], atol=2e-4)  # the same voice
