@@ -136,6 +136,12 @@ class SpeechVQ(nn.Module):
         then tuned on the recordings `adapt_steps` steps (`models.voice.adapt_voice`,
         as `convert --target-wav` does; 0: the speaker encoder's vector as it is;
         `progress` shows a bar)."""
+        if f0 is None and adapt_steps > 0 and self.pitch is not None:
+            # Tracked once for both: the F0 level, and the re-synthesis that tunes the vector.
+            f0 = [
+                self.input_f0(w, r, math.ceil(len(w) * self.sample_rate / r / self.hop_length))
+                for w, r in recordings
+            ]
         voice = voice_from_recordings(self, recordings, latents=latents, f0=f0)
         return adapt_voice(self, voice, recordings, adapt_steps, f0=f0, progress=progress)
 

@@ -177,8 +177,9 @@ def adapt_voice(
         target[: min(wave.size, target.size)] = wave[: target.size]
         track = None
         if model.pitch is not None:
-            track = model.input_f0(wave, sr, frames) if f0 is None else f0[n]
-            track = torch.as_tensor(np.asarray(track, dtype=np.float32)[None], device=dev)
+            track = model.input_f0(wave, sr, frames) if f0 is None else np.asarray(f0[n])
+            track = np.pad(track, (0, max(0, frames - track.size)))[:frames]  # a frame's rounding
+            track = torch.as_tensor(track.astype(np.float32)[None], device=dev)
         with torch.no_grad():
             latents = model.quantizer.lookup(torch.from_numpy(codes)[None].to(dev))
         items.append((torch.from_numpy(target)[None].to(dev), latents, track))
