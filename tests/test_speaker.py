@@ -279,3 +279,25 @@ def _holds(whole: np.ndarray, part: np.ndarray) -> bool:
         np.array_equal(whole[s : s + part.size], part)
         for s in range(0, whole.size - part.size + 1, 64)
     )
+
+
+def test_evaluate_by_name_decodes_known_speakers_by_their_stored_voice(tmp_path, model):
+    from speechvq.data.discovery import find_recordings
+    from speechvq.evaluation.evaluate import EvaluationOptions, _decode_speaker, evaluate
+
+    for spk, seed in (("alice", 1), ("zed", 2)):  # one the model knows, one it does not
+        path = tmp_path / "in" / spk / f"{spk}_0.wav"
+        path.parent.mkdir(parents=True)
+        sf.write(path, synth_speechlike(1.2, seed=seed), 16000)
+    alice, zed = find_recordings(tmp_path / "in")
+    wave = synth_speechlike(1.2, seed=1)
+    assert _decode_speaker(model, alice, wave, 16000, adapt_steps=0, by_name=True) == "alice"
+    assert isinstance(_decode_speaker(model, zed, wave, 16000, adapt_steps=0, by_name=True), Voice)
+    assert isinstance(_decode_speaker(model, alice, wave, 16000, adapt_steps=0), Voice)
+
+    options = EvaluationOptions(
+        baselines=(), metrics=("mel",), progress=False, examples=0, adapt_steps=0, by_name=True
+    )
+    report = evaluate(model, [alice, zed], options)
+    assert "1 of 2 files are decoded by their speaker's name" in report.notes
+    assert set(report.system("speechvq").scores) == {alice.id, zed.id}

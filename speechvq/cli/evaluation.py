@@ -58,6 +58,12 @@ def evaluate(
         help="Tune each --convert-to-wav target's vector on its reference this many steps "
         "(as convert --adapt).",
     ),
+    by_name: bool = typer.Option(
+        False,
+        "--by-name",
+        help="Decode the files of speakers the model knows by their name (the stored voice, "
+        "as decompress --speaker NAME), not in the voice measured from each file.",
+    ),
     force: bool = ForceOpt,
 ):
     """Score the model's reconstructions (and conversions) beside classic codecs."""
@@ -75,6 +81,7 @@ def evaluate(
             seed=seed,
             adapt_steps=adapt,
             target_adapt_steps=target_adapt,
+            by_name=by_name,
         )  # validates names before the slow part
         items = find_recordings(source, split=split)[: limit or None]
         refs = find_recordings(references, split="train") if references is not None else []

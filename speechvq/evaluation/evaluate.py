@@ -73,6 +73,9 @@ class EvaluationOptions:
     # each one-shot target's on its reference, as `convert --adapt` (`adapt_voice`).
     adapt_steps: int = COMPRESS_ADAPT_STEPS
     target_adapt_steps: int = REFERENCE_ADAPT_STEPS
+    # Decode a file of a speaker the model knows by that name (the stored vector and F0
+    # level, as `decompress --speaker NAME`) rather than in the voice measured from it.
+    by_name: bool = False
 
     def __post_init__(self) -> None:
         # Refuse bad names here, before a model loads or a file is decoded.
@@ -113,7 +116,7 @@ def evaluate(
     extra = run.add_wav_targets(wav_targets)
     if model is not None:
         _check_targets(model, options.convert_to)
-        _note_speakers(model, items, run.report)
+        _note_speakers(model, items, run.report, options.by_name)
     for item in tqdm(items, desc="evaluate", unit="file", disable=not options.progress):
         run.score(item)
     if run.entropy_bps:
@@ -221,7 +224,9 @@ class _Run:
             codes = model.encode(ref, self.sr)
             # The input's F0, tracked once for the pitch track and the voice's level.
             track_f0 = model.input_f0(ref, self.sr, codes.size) if model.pitch is not None else None
-            speaker = _decode_speaker(model, item, ref, self.sr, track_f0, self.options.adapt_steps)
+            speaker = _decode_speaker(
+                model, item, ref, self.sr, track_f0, self.options.adapt_steps, self.options.by_name
+            )
             if isinstance(speaker, Voice):  # as `compress` stores it: 8-bit in the header
                 speaker = unpack_voice(pack_voice(speaker))
             outputs[MODEL_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed)
@@ -372,10 +377,14 @@ def _decode_speaker(
     sr: int,
     f0: np.ndarray | None = None,
     adapt_steps: int = COMPRESS_ADAPT_STEPS,
+    by_name: bool = False,
 ) -> Any:
     """The voice a codec user gets: with a speaker encoder, the recording's own (what
     `compress` keeps of it, tuned `adapt_steps` on it; `f0`, its `input_f0` if tracked
-    already); else its speaker's name, or the model's first speaker."""
+    already); else its speaker's name, or the model's first speaker. `by_name`: a
+    speaker the model knows by its name even with a speaker encoder."""
+    if by_name and item.speaker in model.speakers:
+        return item.speaker
     if model.speaker_encoder is not None:
         try:  # as the header keeps it
             return header_voice(model, ref, sr, None if f0 is None else [f0], adapt_steps)
@@ -386,11 +395,20 @@ def _decode_speaker(
     return model.speakers[0] if model.speakers else 0
 
 
-def _note_speakers(model, items: list[Recording], report: EvaluationReport) -> None:
+def _note_speakers(
+    model, items: list[Recording], report: EvaluationReport, by_name: bool = False
+) -> None:
+    known = sum(1 for i in items if i.speaker in model.speakers)
+    if by_name and known:
+        report.notes.append(f"{known} of {len(items)} files are decoded by their speaker's name")
     if model.speaker_encoder is not None:
-        report.notes.append(
-            "each file is decoded in its own voice, measured by the speaker encoder"
-        )
+        if known < len(items) or not by_name:
+            report.notes.append(
+                "each file of a speaker not given by name is decoded in its own voice, "
+                "measured by the speaker encoder"
+                if by_name
+                else "each file is decoded in its own voice, measured by the speaker encoder"
+            )
         return
     unknown = sum(1 for i in items if i.speaker not in model.speakers)
     if unknown:
