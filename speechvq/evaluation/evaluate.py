@@ -402,20 +402,21 @@ def _note_speakers(
     if by_name and known:
         report.notes.append(f"{known} of {len(items)} files are decoded by their speaker's name")
     if model.speaker_encoder is not None:
-        if known < len(items) or not by_name:
+        if not by_name:
+            report.notes.append(
+                "each file is decoded in its own voice, measured by the speaker encoder"
+            )
+        elif known < len(items):
             report.notes.append(
                 "each file of a speaker not given by name is decoded in its own voice, "
                 "measured by the speaker encoder"
-                if by_name
-                else "each file is decoded in its own voice, measured by the speaker encoder"
             )
         return
-    unknown = sum(1 for i in items if i.speaker not in model.speakers)
-    if unknown:
+    if known < len(items):
         first = model.speakers[0] if model.speakers else "speaker 0"
         report.notes.append(
-            f"{unknown} of {len(items)} files are of speakers the model does not know: "
-            f"decoded as {first}"
+            f"{len(items) - known} of {len(items)} files are of speakers the model does not "
+            f"know: decoded as {first}"
         )
 
 
