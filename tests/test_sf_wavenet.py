@@ -177,3 +177,42 @@ def test_a_frozen_encoder_keeps_the_codes_while_the_decoder_trains(tmp_path):
             TrainConfig(preset="tiny-sf", max_steps=1, frozen=["encodr"], **base),
             progress=False,
         )
+
+
+def test_a_run_that_keeps_the_codes_keeps_the_prior_over_them(tmp_path):
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from speechvq.models.prior import Prior, PriorConfig
+    from speechvq.training.vqvae import TrainConfig, train
+
+    from .conftest import make_prepared_corpus
+
+    corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
+    base = dict(batch_size=2, crop_seconds=0.25, log_every=1, valid_every=0, export_every=0)
+    first = train(
+        corpus, tmp_path / "sf", TrainConfig(preset="tiny-sf", max_steps=1, **base), progress=False
+    )
+    model = speechvq.load(first.model_path)
+    K = model.config.quantizer.codebook_size
+    model.prior = Prior(PriorConfig.preset("tiny", K, speakers=len(model.speakers)))
+    model.set_packet_code(torch.full((K + 1, K), 9, dtype=torch.uint8))
+    with_prior = tmp_path / "with-prior.safetensors"
+    model.save(with_prior, prior_bitrate="1000.0")
+
+    def run(name, frozen):
+        cfg = TrainConfig(preset="tiny-sf", max_steps=1, init_parts="matching", **base)
+        cfg = dataclasses.replace(cfg, frozen=frozen)
+        return train(corpus, tmp_path / name, cfg, init_from=with_prior, progress=False)
+
+    kept = run("kept", ["encoder", "quantizer"]).model_path
+    before, after = load_file(with_prior), load_file(kept)
+    priors = [k for k in before if k.startswith("prior.")]
+    assert priors and all(torch.equal(before[k], after[k]) for k in priors)
+    assert torch.equal(before["packet_code"], after["packet_code"])
+    assert speechvq.load(kept).metadata["prior_bitrate"] == "1000.0"
+
+    # The codes change when the codebook trains: the prior is left out.
+    new_codes = load_file(run("new-codes", ["encoder"]).model_path)
+    assert not any(k.startswith("prior.") for k in new_codes) and "packet_code" not in new_codes

@@ -63,6 +63,32 @@ def transplant_encoder(src, dst) -> None:
     dst.load_state_dict(parts, strict=False)
 
 
+# With these parts frozen the codes are the base model's, so are the models over them.
+CODE_PARTS = ("encoder", "quantizer")
+
+
+def kept_code_models(cfg: Any, corpus: PreparedCorpus) -> Any | None:
+    """The `--init-from` model when this run keeps its codes, else None.
+
+    With the encoder and the codebook frozen (`TrainConfig.frozen`) the codes
+    stay the base model's, and so the prior and the packet code trained on
+    them stay valid: the run's model files carry the base's (`sample` and the
+    entropy-coded bit rate then need no `train-prior`). The prior's speaker
+    rows are the speaker table's, so the tables must be the same.
+    """
+    if not cfg.init_from or not set(CODE_PARTS) <= set(cfg.frozen):
+        return None
+    from speechvq.inference.loading import load
+
+    base = load(cfg.init_from)
+    if base.prior is None and base.packet_code is None:
+        return None
+    if list(base.speakers) != corpus.speakers:
+        print(f"{cfg.init_from}: another speaker table, so its prior is not kept")
+        return None
+    return base
+
+
 def base_model(init_from, corpus: PreparedCorpus, cfg: Any) -> tuple[Any, Any]:
     """The `--init-from` model, checked against the corpus, and the config that records it."""
     from speechvq.inference.loading import load

@@ -35,7 +35,7 @@ from speechvq.training.adversarial import Adversary
 from speechvq.training.code_speaker import SpeakerCritic
 from speechvq.training.config import config_from_yaml, merge
 from speechvq.training.distributed import Distributed
-from speechvq.training.init import base_model, build_model
+from speechvq.training.init import base_model, build_model, kept_code_models
 from speechvq.training.loop import open_run
 from speechvq.training.speaker_loss import speaker_loss, update_table
 
@@ -370,6 +370,7 @@ class VQVAETask:
         trained = [s in self.sampler.by_speaker for s in corpus.speakers]
         self.trained = torch.tensor(trained, device=device)
         self.adversary = Adversary(cfg, device) if cfg.adversarial else None
+        self.kept = kept_code_models(cfg, corpus)  # the base's prior, when the codes are its
         self.critic = None
         if cfg.code_speaker:
             dim = model.config.encoder.latent_dim
@@ -442,21 +443,34 @@ class VQVAETask:
         return m, f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items())
 
     def export(self, step: int, elapsed: float) -> None:
-        _export(self.module, self.run_dir, self.corpus, step, elapsed, self.cfg)
+        _export(self.module, self.run_dir, self.corpus, step, elapsed, self.cfg, self.kept)
 
 
-def _export(model, run_dir: Path, corpus: PreparedCorpus, step: int, elapsed: float, cfg) -> None:
-    """Write the run's model file; steps and hours count any model it started from."""
+def _export(
+    model, run_dir: Path, corpus: PreparedCorpus, step: int, elapsed: float, cfg, kept=None
+) -> None:
+    """Write the run's model file; steps and hours count any model it started from.
+    `kept` (`kept_code_models`) lends the file its prior and packet code."""
     if model.speaker_encoder is not None:
         model.set_speaker_vectors(speaker_vectors(model, corpus))
     extra = {"initialized_from": cfg.init_from} if cfg.init_from else {}
-    model.save(
-        run_dir / "model.safetensors",
-        training_steps=str(cfg.base_steps + step),
-        training_hours=f"{cfg.base_hours + elapsed / 3600:.2f}",
-        trained_on=str(corpus.path),
-        **extra,
-    )
+    if kept is not None:
+        model.prior = kept.prior
+        model.set_packet_code(kept.packet_code)
+        extra |= {
+            k: v for k, v in kept.metadata.items() if k.startswith("prior_") and k != "prior_config"
+        }
+    try:
+        model.save(
+            run_dir / "model.safetensors",
+            training_steps=str(cfg.base_steps + step),
+            training_hours=f"{cfg.base_hours + elapsed / 3600:.2f}",
+            trained_on=str(corpus.path),
+            **extra,
+        )
+    finally:
+        model.prior = None
+        model.set_packet_code(None)
     model.train()
 
 
