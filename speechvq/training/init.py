@@ -67,8 +67,9 @@ def transplant_encoder(src, dst) -> None:
 CODE_PARTS = ("encoder", "quantizer")
 
 
-def kept_code_models(cfg: Any, corpus: PreparedCorpus) -> Any | None:
-    """The `--init-from` model when this run keeps its codes, else None.
+def kept_code_models(cfg: Any, corpus: PreparedCorpus, base: Any = None) -> Any | None:
+    """The `--init-from` model (`base` when the caller has loaded it, as a new run
+    has; a resumed one reads it again) when this run keeps its codes, else None.
 
     With the encoder and the codebook frozen (`TrainConfig.frozen`) the codes
     stay the base model's, and so the prior and the packet code trained on
@@ -78,9 +79,10 @@ def kept_code_models(cfg: Any, corpus: PreparedCorpus) -> Any | None:
     """
     if not cfg.init_from or not set(CODE_PARTS) <= set(cfg.frozen):
         return None
-    from speechvq.inference.loading import load
+    if base is None:
+        from speechvq.inference.loading import load
 
-    base = load(cfg.init_from)
+        base = load(cfg.init_from)
     if base.prior is None and base.packet_code is None:
         return None
     if list(base.speakers) != corpus.speakers:

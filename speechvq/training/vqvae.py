@@ -324,7 +324,7 @@ def train(
         )
     model.to(device).train()
     freeze(model, cfg.frozen)
-    task = VQVAETask(model, corpus, cfg, run_dir, device)
+    task = VQVAETask(model, corpus, cfg, run_dir, device, base)
     if state is None and base is None and model_cfg.quantizer.kmeans_init:
         init_codebook(model, task.sampler, cfg, device)
     r = loop.run(task, cfg, run_dir, dist, device, state, progress=progress, stop_after=stop_after)
@@ -358,7 +358,9 @@ class VQVAETask:
 
     throughput = "audio_s_per_s"
 
-    def __init__(self, model, corpus: PreparedCorpus, cfg: TrainConfig, run_dir: Path, device):
+    def __init__(
+        self, model, corpus: PreparedCorpus, cfg: TrainConfig, run_dir: Path, device, base=None
+    ):
         self.module = model
         self.corpus, self.cfg, self.run_dir, self.device = corpus, cfg, run_dir, device
         crop = int(cfg.crop_seconds * corpus.sample_rate) // corpus.hop_length * corpus.hop_length
@@ -370,7 +372,7 @@ class VQVAETask:
         trained = [s in self.sampler.by_speaker for s in corpus.speakers]
         self.trained = torch.tensor(trained, device=device)
         self.adversary = Adversary(cfg, device) if cfg.adversarial else None
-        self.kept = kept_code_models(cfg, corpus)  # the base's prior, when the codes are its
+        self.kept = kept_code_models(cfg, corpus, base)  # the base's prior, if the codes are its
         self.critic = None
         if cfg.code_speaker:
             dim = model.config.encoder.latent_dim
