@@ -12,6 +12,8 @@ import numpy as np
 
 F0_FLOOR = 50.0
 F0_CEIL = 800.0
+MAINS_HZ = (50.0, 60.0)  # the mains frequencies of the world's grids
+HUM_NOTCH_Q = 5.0  # notch quality: about 10-12 Hz wide at 50 and 60 Hz
 
 
 def _highpass(wave: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
@@ -33,6 +35,26 @@ def _highpass(wave: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarra
     return np.ascontiguousarray(sosfiltfilt(sos, wave))
 
 
+def remove_hum(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """`[T]` with 50 and 60 Hz mains hum notched out (zero-phase second-order notches).
+
+    Harvest takes a steady mains hum within its 50 Hz floor for a voice: on
+    LibriSpeech test-other 2609-156975-0002 (a man at about 120 Hz, with a
+    60 Hz hum as strong as his fundamental), plain Harvest reports 98% of
+    frames voiced at a median 80 Hz, 97% of the quietest fifth of the frames
+    voiced at 60 Hz; with the notches 74% voiced at a median 120 Hz. The
+    notches take only 45-65 Hz, so unlike the 80 Hz high-pass they leave a
+    low voice's fundamental in place (docs/evaluate.md).
+    """
+    from scipy.signal import filtfilt, iirnotch
+
+    x = np.asarray(wave, dtype=np.float64)
+    for hz in MAINS_HZ:
+        b, a = iirnotch(hz, HUM_NOTCH_Q, fs=sample_rate)
+        x = filtfilt(b, a, x)
+    return np.ascontiguousarray(x)
+
+
 def extract_f0(
     wave: np.ndarray,
     sample_rate: int,
@@ -42,12 +64,14 @@ def extract_f0(
     f0_floor: float = F0_FLOOR,
     f0_ceil: float = F0_CEIL,
     harvest_highpass_hz: float = 0.0,
+    hum_notch: bool = False,
 ) -> np.ndarray:
     """F0 in Hz for each frame of `hop_length` samples, 0 where unvoiced: `[T // hop_length]`.
 
     Frame i covers samples [i * hop, (i + 1) * hop); its F0 is WORLD's
     estimate at the frame centre. `method` is "dio" (fast; refined with
-    StoneMask) or "harvest" (slower, fewer voicing errors).
+    StoneMask) or "harvest" (slower, fewer voicing errors). `hum_notch`
+    notches 50/60 Hz mains hum out first (`remove_hum`, either method).
     """
     import warnings
 
@@ -59,6 +83,8 @@ def extract_f0(
     if frames == 0:
         return np.zeros(0, dtype=np.float32)
     x = np.ascontiguousarray(wave, dtype=np.float64)
+    if hum_notch:
+        x = remove_hum(x, sample_rate)
     if method == "harvest":
         x = _highpass(x, sample_rate, harvest_highpass_hz)
     period_ms = 1000.0 * hop_length / sample_rate

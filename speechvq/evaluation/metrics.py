@@ -14,7 +14,7 @@ raises `ImportError`, which `speechvq.evaluation.evaluate` turns into "metric sk
 - `speaker_embedding` / `cosine`: resemblyzer's GE2E `VoiceEncoder` (its weights
   ship in the wheel, so it runs offline), loaded once, on the CPU.
 - `dnsmos`: DNSMOS P.835 (SIG, BAK, OVRL) from speechmos's bundled ONNX models.
-- `f0_scores`: WORLD harvest F0 on both signals, then `f0_match` and
+- `f0_scores`: WORLD harvest F0 on both signals (50/60 Hz hum notched out), then `f0_match` and
   `voicing_agreement` from `speechvq.audio.f0`.
 """
 
@@ -254,11 +254,14 @@ def dnsmos(wave: np.ndarray, sample_rate: int) -> DNSMOSScore:
 
 
 def reference_f0(wave: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Harvest F0 per 4 ms frame `[T // hop]`; computed once per reference and reused."""
+    """Harvest F0 per 4 ms frame `[T // hop]`, mains hum notched out first (so a
+    recording's hum is not scored as its voice); computed once per reference and reused."""
     from speechvq.audio.f0 import extract_f0
 
     hop = max(1, int(round(F0_HOP_S * sample_rate)))
-    return extract_f0(np.asarray(wave, np.float32), sample_rate, hop, method="harvest")
+    return extract_f0(
+        np.asarray(wave, np.float32), sample_rate, hop, method="harvest", hum_notch=True
+    )
 
 
 def f0_scores(
