@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from speechvq.audio.f0 import extract_f0
 from speechvq.audio.io import load_audio
 from speechvq.data.discovery import Recording, find_recordings
 from speechvq.errors import SpeechVQError
@@ -91,10 +92,35 @@ def test_baseline_round_trip(name):
     # level, rate and sample format survive: same loudness, same pitch
     rms = [np.sqrt(np.mean(np.square(x))) for x in (aligned.reference, aligned.test)]
     assert 0.5 < rms[1] / rms[0] < 2.0
-    ref_f0, out_f0 = M.reference_f0(aligned.reference, SR), M.reference_f0(aligned.test, SR)
+    # plain Harvest: this checks the codec, not the judge (see the next test)
+    ref_f0, out_f0 = (
+        extract_f0(x, SR, 64, method="harvest") for x in (aligned.reference, aligned.test)
+    )
     both = (ref_f0 > 0) & (out_f0 > 0)
     assert both.mean() > 0.5 and abs(np.median(out_f0[both] / ref_f0[both]) - 1) < 0.02
-    # codec2 2400 drops voicing on stretches of this tone; 3200 and Opus barely do
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "codec2-2400",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the hum-notched judge tracks codec2 2400's output of this tone at 1.7x "
+                "its pitch (plain Harvest: 1.0x); docs/evaluate.md",
+            ),
+        ),
+        "codec2-3200",
+        "opus-6k",
+    ],
+)
+def test_the_f0_judge_scores_a_baseline_that_keeps_the_pitch(name):
+    baseline = parse_baseline(name)
+    if baseline.missing():
+        pytest.skip(baseline.missing())
+    wave = synth_speechlike(1.0, seed=4)
+    aligned = M.align(wave, baseline.roundtrip(wave, SR), SR)
     assert M.f0_scores(aligned.reference, aligned.test, SR).f0_match > 0.7
 
 
