@@ -11,12 +11,19 @@ from .conftest import synth_speechlike
 
 
 def test_default_model_loads_by_name_and_encodes():
-    assert loading.DEFAULT_MODEL == "small"
+    assert loading.DEFAULT_MODEL == "small-spk"  # since 0.12.0 (issue 16)
     model = speechvq.load(None)
     assert {"p225", "p226", "p227", "p228"} <= set(model.speakers)
     assert model.prior is not None and model.config.pitch.enabled
+    assert model.speaker_encoder is not None  # any voice, not only the table's
     codes = model.encode(synth_speechlike(0.2), 16000)
     assert codes.shape == (50,) and codes.max() < 512
+
+
+def test_the_previous_default_still_loads_by_name():
+    model = speechvq.load("small")
+    assert model.speaker_encoder is None and model.prior is not None
+    assert len(model.speakers) == 238
 
 
 def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
@@ -29,7 +36,7 @@ def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
     np.testing.assert_equal(loading.resolve(tmp_path / name), tmp_path / name)  # a path is a path
 
 
-def test_the_experimental_speaker_model_hears_any_voice():
+def test_the_default_speaker_model_hears_any_voice():
     model = speechvq.load("small-spk")
     assert model.speaker_encoder is not None and model.prior is not None  # its own (0.10.0)
     voice = model.voice([(synth_speechlike(1.5), 16000)])

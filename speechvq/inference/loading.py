@@ -18,15 +18,16 @@ from speechvq.errors import SpeechVQError
 # name -> (file name, sha256). The first entry is the default model.
 REGISTRY: dict[str, tuple[str, str]] = {
     # See speechvq/pretrained/README.md (the model card).
+    # The default since 0.12.0: a speaker encoder (any voice; `--target-wav`, and
+    # `compress` keeps the input's own voice), with its own prior. See the model card.
+    "small-spk": (
+        "speechvq-small-spk.safetensors",
+        "95c7b3a286d8a94dad76864c88596bb3c1637d3615bf02196a9048d0dc10e52d",
+    ),
+    # The default up to 0.11: the voices of its 238 training speakers only.
     "small": (
         "speechvq-small.safetensors",
         "d0f89f8cde346315f8208bfc56c598aca8c7142a1a96314f77301e2fed3e85f8",
-    ),
-    # Experimental, not the default: `small` with a speaker encoder (any voice;
-    # `--target-wav`), with its own prior (0.10.0). See the model card.
-    "small-spk": (
-        "speechvq-small-spk.safetensors",
-        "552a5e48f33462b173dc95edde194e4d55a1caabc057ba74055adb633e25f2fa",
     ),
     # Experimental: every network causal, so it streams (16 ms algorithmic latency;
     # `compress --stream`, `speechvq stream`), with its packet code. See the model card.
