@@ -18,6 +18,13 @@ def harmonic(f0: float, seconds: float) -> np.ndarray:
     return (0.3 * wave / np.abs(wave).max()).astype(np.float32)
 
 
+def mains_hum(seconds: float, seed: int) -> np.ndarray:
+    """A steady 60 Hz hum over a recording's noise floor (hiss): what Harvest takes for a voice."""
+    t = np.arange(int(seconds * SR)) / SR
+    hiss = 0.003 * np.random.default_rng(seed).standard_normal(t.size)
+    return (0.1 * np.sin(2 * np.pi * 60.0 * t) + hiss).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def voice() -> np.ndarray:
     """1 s of a harmonic tone with vibrato, then 0.2 s of quiet, as pystoi wants speech pauses."""
@@ -87,10 +94,8 @@ def test_f0_judge_ignores_mains_hum():
     LibriSpeech 2609-156975-0002: the judge reads the voice, not the hum."""
     from speechvq.audio.f0 import extract_f0
 
-    t = np.arange(int(1.6 * SR)) / SR
     speech = np.concatenate([harmonic(120.0, 0.4), np.zeros(int(0.4 * SR), np.float32)] * 2)
-    hiss = 0.003 * np.random.default_rng(4).standard_normal(t.size)  # a recording's noise floor
-    hummy = (speech + 0.1 * np.sin(2 * np.pi * 60.0 * t) + hiss).astype(np.float32)
+    hummy = speech + mains_hum(1.6, seed=4)
     pause = slice(int(0.5 * SR) // 64, int(0.7 * SR) // 64)  # 4 ms frames within a pause
     plain = extract_f0(hummy, SR, 64, method="harvest")
     assert (np.abs(plain[pause] - 60.0) < 6.0).all()  # plain Harvest takes the hum for a voice
