@@ -70,7 +70,9 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
 
 def jsonable(x: Any) -> Any:
     """`x` with NaN and Inf as None (JSON null: strict readers reject NaN) and NumPy scalars
-    as Python ones, ready for `json.dumps`."""
+    as Python ones (arrays as lists), ready for `json.dumps`."""
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
     if isinstance(x, dict):
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -334,3 +334,27 @@ def test_the_pitch_track_system_is_scored_beside_the_codes(tmp_path):
         rates.append(8 * len(encode_track(symbols)) / (wave.size / SR))
     assert pitch.bitrate == pytest.approx(model.config.nominal_bitrate + np.mean(rates))
     assert plain.bitrate == model.config.nominal_bitrate and pitch.entropy_bitrate is None
+
+
+def test_stoi_by_band_is_reported_per_system(tmp_path, tiny_model):
+    """Each system's STOI per 1/3-octave band reaches results.json, results.md's table and
+    stoi_bands.png; their mean is the STOI column."""
+    pytest.importorskip("pystoi")
+    pytest.importorskip("matplotlib")
+    wave = np.concatenate([synth_speechlike(1.2, seed=3), np.zeros(SR // 5, np.float32)])
+    items = [Recording("a", write(tmp_path / "a.wav", wave), "p225")]
+    tiny_model.encode = lambda w, sr: np.zeros(len(w) // 64, np.int64)
+    tiny_model.decode = lambda codes, speaker, seed=None: load_audio(items[0].path, SR)[0]
+    options = EvaluationOptions(baselines=(), metrics=("stoi",), progress=False, examples=0)
+    report = evaluate(tiny_model, items, options)
+    system = report.system("speechvq")
+    assert system.band_summary() == pytest.approx(np.ones(15), abs=1e-6)
+    assert system.summary()["stoi"]["mean"] == pytest.approx(system.band_summary().mean())
+    paths = write_report(report, tmp_path / "out")
+    assert "stoi_bands.png" in [p.name for p in paths]
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(data["stoi_band_centres_hz"]) == 15
+    model = next(s for s in data["systems"] if s["name"] == "speechvq")
+    assert model["stoi_bands"]["mean"] == pytest.approx([1.0] * 15, abs=1e-6)
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| speechvq | 1.000 | 1.000 | 1.000 | 1.000 |" in md

@@ -114,6 +114,29 @@ def test_stoi_identity_and_noise(voice, noisy):
     assert np.isnan(M.stoi(voice[: SR // 5], voice[: SR // 5], SR))  # too short to score
 
 
+def test_stoi_bands_average_to_pystoi_and_point_at_the_damaged_band(voice, noisy):
+    pystoi = pytest.importorskip("pystoi")
+    from pystoi.stoi import CF
+
+    assert np.allclose(M.STOI_BAND_CENTRES_HZ, CF, atol=0.1)
+    bands = M.stoi_bands(voice, noisy, SR)
+    assert bands.values.shape == (15,)
+    assert bands.stoi == pytest.approx(pystoi.stoi(voice, noisy, SR), abs=1e-12)
+    # The voice with 1-2 kHz replaced by steady noise of the same power: the bands
+    # there lose their envelope, the ones far from it keep theirs.
+    spec = np.fft.rfft(voice)
+    freq = np.fft.rfftfreq(voice.size, 1 / SR)
+    cut = (freq > 1000) & (freq < 2000)
+    rng = np.random.default_rng(4)
+    power = np.sqrt(np.mean(np.abs(spec[cut]) ** 2))
+    spec[cut] = power * np.exp(2j * np.pi * rng.random(cut.sum()))
+    damaged = M.stoi_bands(voice, np.fft.irfft(spec, voice.size), SR).values
+    centres = np.asarray(M.STOI_BAND_CENTRES_HZ)
+    assert damaged[(centres > 1100) & (centres < 1700)].max() < 0.6
+    assert damaged[centres < 600].min() > 0.95
+    assert np.isnan(M.stoi_bands(voice[: SR // 5], voice[: SR // 5], SR).values).all()
+
+
 def test_pesq_identity_noise_and_silence(voice, noisy):
     pytest.importorskip("pesq")
     assert M.pesq_wb(voice, voice, SR) > 4.4

@@ -203,9 +203,10 @@ class _Run:
         example = {REFERENCE_SYSTEM: ref}
         for name, out in self._outputs(item, ref).items():
             aligned = M.align(ref, out, sr)
-            report.system(name).scores[item.id] = scorer.score(
-                aligned, ref_f0, self.embeddings[item.id]
-            )
+            system = report.system(name)
+            system.scores[item.id], bands = scorer.score(aligned, ref_f0, self.embeddings[item.id])
+            if bands is not None:
+                system.stoi_bands[item.id] = bands
             example[name] = aligned.test
         if len(report.examples) < self.options.examples:
             report.examples.append(Example(item.id, example))
@@ -284,10 +285,14 @@ class _Scorer:
             {} if d is None else {"dnsmos_ovrl": d.ovrl, "dnsmos_sig": d.sig, "dnsmos_bak": d.bak}
         )
 
-    def score(self, a: M.Alignment, ref_f0, ref_emb) -> dict[str, float]:
+    def score(self, a: M.Alignment, ref_f0, ref_emb) -> tuple[dict[str, float], np.ndarray | None]:
+        """The metrics of one aligned output, and its STOI per band `[15]` (None: no STOI)."""
         sr, ref, test = self.sr, a.reference, a.test
         out: dict[str, float] = {"lag_ms": 1000.0 * a.lag / sr}
-        for name, fn in (("stoi", M.stoi), ("pesq", M.pesq_wb), ("mel_distance", M.mel_distance)):
+        bands = self.call(("stoi",), M.stoi_bands, ref, test, sr)
+        if bands is not None:
+            out["stoi"] = bands.stoi
+        for name, fn in (("pesq", M.pesq_wb), ("mel_distance", M.mel_distance)):
             value = self.call((name,), fn, ref, test, sr)
             if value is not None:
                 out[name] = value
@@ -302,7 +307,7 @@ class _Scorer:
             f0 = self.call(("f0_match", "voicing"), M.f0_scores, ref, test, sr, cached)
             if f0 is not None:
                 out.update(f0_match=f0.f0_match, voicing=f0.voicing)
-        return out
+        return out, None if bands is None else bands.values
 
 
 def _conversion_results(

@@ -119,11 +119,43 @@ def markdown(report: EvaluationReport, figures: list[str] = ()) -> str:
                 f"| {row['target']} | {row['n']} | {' | '.join(cells)} | {acc} | "
                 f"{_cell(row['dnsmos_ovrl'], 2)} |"
             )
+    lines += _band_table(report)
     if report.notes:
         lines += ["", "Notes:", "", *[f"- {note}" for note in report.notes]]
     if figures:
         lines += ["", "## Figures", "", *[f"![{f}]({f})" for f in figures]]
     return "\n".join(lines) + "\n"
+
+
+# STOI's bands grouped for the table: (label, lowest centre, highest centre), Hz.
+_BAND_GROUPS = (
+    ("150-300 Hz", 150.0, 300.0),
+    ("380-950 Hz", 378.0, 952.4),
+    ("1.2-2.4 kHz", 1200.0, 2400.0),
+    ("3-3.8 kHz", 3023.8, 3809.8),
+)
+
+
+def _band_table(report: EvaluationReport) -> list[str]:
+    """STOI per group of 1/3-octave bands, per system: where intelligibility is lost."""
+    rows = []
+    centres = np.asarray(M.STOI_BAND_CENTRES_HZ)
+    for s in report.systems:
+        bands = None if s.skipped else s.band_summary()
+        if bands is not None:
+            groups = [bands[(centres >= lo) & (centres <= hi)].mean() for _, lo, hi in _BAND_GROUPS]
+            rows.append(f"| {s.name} | " + " | ".join(f"{g:.3f}" for g in groups) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "STOI by band (the mean of the 1/3-octave bands' intermediate intelligibility in each"
+        " range; STOI is the mean of all 15; stoi_bands.png draws them):",
+        "",
+        "| system | " + " | ".join(label for label, _, _ in _BAND_GROUPS) + " |",
+        "|---|" + "---:|" * len(_BAND_GROUPS),
+        *rows,
+    ]
 
 
 def _cell(stats: dict[str, float] | None, decimals: int) -> str:
@@ -193,7 +225,35 @@ def _figures(report: EvaluationReport, out: Path) -> list[Path]:
         fig.suptitle("quality against bitrate (mean ± std over files)")
         paths.append(out / "quality_vs_bitrate.png")
         fig.savefig(paths[-1], dpi=100)
+    bands = [(s.name, s.band_summary()) for s in report.systems if not s.skipped]
+    bands = [(name, b) for name, b in bands if b is not None]
+    if bands:
+        fig = stoi_band_figure(bands)
+        paths.append(out / "stoi_bands.png")
+        fig.savefig(paths[-1], dpi=100)
     return paths
+
+
+def stoi_band_figure(rows: list[tuple[str, np.ndarray]]):
+    """STOI per 1/3-octave band `(label, [15])` rows, one line each, on a log frequency
+    axis: a matplotlib `Figure`."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    centres = np.asarray(M.STOI_BAND_CENTRES_HZ)
+    fig = Figure(figsize=(8, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for k, (name, values) in enumerate(rows):
+        ax.plot(centres, values, "o-", color=f"C{k}", label=name, ms=4)
+    ticks = [150, 300, 600, 1200, 2400, 3800]
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("1/3-octave band centre (Hz)")
+    ax.set_ylabel("intermediate intelligibility")
+    ax.set_title("STOI by band (mean over files; STOI is the mean of the bands)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def spectrogram_figure(rows: list[tuple[str, np.ndarray]], sample_rate: int, title: str):

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from speechvq.data.discovery import Recording
+from speechvq.evaluation.metrics import STOI_BAND_CENTRES_HZ
 from speechvq.files import jsonable
 
 # Column order of the per-file metrics; "dnsmos_*" are non-intrusive (no reference).
@@ -46,6 +47,13 @@ class SystemResult:
     entropy_bitrate: float | None = None  # mean bit/s of ideal coding under the model's prior
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # item id -> metric -> value
     skipped: str | None = None  # why the system did not run
+    # item id -> STOI per 1/3-octave band `[15]` (`metrics.stoi_bands`; their mean is "stoi")
+    stoi_bands: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def band_summary(self) -> np.ndarray | None:
+        """The mean over files of the STOI of each band `[15]` (NaN files left out)."""
+        rows = [b for b in self.stoi_bands.values() if np.all(np.isfinite(b))]
+        return np.mean(rows, axis=0) if rows else None
 
     def summary(self) -> dict[str, dict[str, float]]:
         """metric -> {mean, std, n} over the files where it is defined."""
@@ -124,6 +132,10 @@ class EvaluationReport:
                         "skipped": s.skipped,
                         "summary": s.summary(),
                         "per_file": s.scores,
+                        "stoi_bands": {
+                            "mean": s.band_summary(),
+                            "per_file": s.stoi_bands,
+                        },
                     }
                     for s in self.systems
                 ],
@@ -131,6 +143,7 @@ class EvaluationReport:
                     "summary": self.conversion_summary(),
                     "per_file": [dataclasses.asdict(c) for c in self.conversions],
                 },
+                "stoi_band_centres_hz": STOI_BAND_CENTRES_HZ,
                 "skipped_metrics": self.skipped_metrics,
                 "notes": self.notes,
             }

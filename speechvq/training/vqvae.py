@@ -37,6 +37,7 @@ from speechvq.training.config import config_from_yaml, merge
 from speechvq.training.distributed import Distributed
 from speechvq.training.init import base_model, build_model, kept_code_models
 from speechvq.training.loop import open_run
+from speechvq.training.mel_loss import log_mel_loss
 from speechvq.training.speaker_loss import speaker_loss, update_table
 
 
@@ -86,6 +87,9 @@ class TrainConfig:
     disc_lr: float = 2e-4
     disc_channels: int = 16
     adversarial_start: int = 0
+    # Weight of a log-mel L1 loss on a parallel decoder's output beside its STFT
+    # loss (`speechvq.training.mel_loss`): more weight on the formant region; 0 disables.
+    mel_loss: float = 0.0
     # Set by `train(init_from=...)`: the model file the run started from, and its
     # own training steps/hours, so exported models report the total.
     init_from: str | None = None
@@ -318,10 +322,9 @@ def train(
     model = build_model(model_cfg, base, cfg, corpus, fresh=state is None, verbose=dist.main)
     if cfg.speaker_loss and model.speaker_encoder is None:
         raise SpeechVQError("speaker_loss needs a model with a speaker encoder (a -spk preset)")
-    if cfg.adversarial and model.config.decoder.kind == "wavenet":
-        raise SpeechVQError(
-            "adversarial training needs a parallel decoder (source-filter or sf-wavenet)"
-        )
+    for name in ("adversarial", "mel_loss"):
+        if getattr(cfg, name) and model.config.decoder.kind == "wavenet":
+            raise SpeechVQError(f"{name} needs a parallel decoder (source-filter or sf-wavenet)")
     model.to(device).train()
     freeze(model, cfg.frozen)
     task = VQVAETask(model, corpus, cfg, run_dir, device, base)
@@ -393,7 +396,11 @@ class VQVAETask:
             spk_loss = speaker_loss(out.voice, batch["speaker"], table, self.trained)
             loss = loss + self.cfg.speaker_loss * spk_loss
             update_table(out.voice, batch["speaker"], table)
-        extra = {}  # the critic's and the discriminators' figures
+        extra = {}  # the critic's and the discriminators' figures, the mel loss
+        if self.cfg.mel_loss:
+            mel = log_mel_loss(out.output, batch["wave"], self.corpus.sample_rate)
+            loss = loss + self.cfg.mel_loss * mel
+            extra["mel_loss"] = mel.detach()
         if self.critic is not None:
             extra = self.critic.critic_step(out.latents, batch["speaker"])
             with autocast():
