@@ -175,6 +175,36 @@ def test_init_matching_copies_the_voices_both_tables_know_by_name():
     assert torch.allclose(b[0], a.mean(0))  # a new voice starts at the mean of the known
 
 
+def test_a_deeper_decoder_grown_from_a_trained_one_starts_at_its_output():
+    import dataclasses
+
+    from speechvq.config import ModelConfig
+    from speechvq.models.model import SpeechVQ
+    from speechvq.training.init import copy_matching, zero_new_blocks
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny-sf", speakers=["a", "b"])
+    sf = cfg.decoder.source_filter
+    deeper = dataclasses.replace(
+        cfg,
+        decoder=dataclasses.replace(
+            cfg.decoder, source_filter=dataclasses.replace(sf, layers=sf.layers + 2)
+        ),
+    )
+    old, new = SpeechVQ(cfg).eval(), SpeechVQ(deeper).eval()
+    fresh = copy_matching(old, new)
+    assert zero_new_blocks(new, fresh) == 2
+    untrained = SpeechVQ(deeper)  # all fresh, its input layer too: nothing was grown
+    assert zero_new_blocks(untrained, list(untrained.state_dict())) == 0
+    latents, f0 = torch.randn(1, 8, 30), torch.full((1, 30), 150.0)
+    with torch.no_grad():
+        a = old.decoder(latents, torch.tensor([1]), f0, torch.Generator().manual_seed(3))
+        b = new.decoder(latents, torch.tensor([1]), f0, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    block = new.decoder.net.blocks[-1]
+    assert block[1].weight.abs().sum() > 0  # only the last layer is zero: gradients flow
+
+
 def test_every_recipe_config_loads_and_builds_its_model():
     from pathlib import Path
 

@@ -30,6 +30,27 @@ def copy_matching(src, dst) -> list[str]:
     return [k for k in own if k not in same]
 
 
+def zero_new_blocks(model, fresh_names: list[str]) -> int:
+    """Start the fresh residual blocks of a copied frame network as identities: the last
+    layer of each block whose tensors `copy_matching` left fresh is zeroed, where the
+    network's input layer was copied (a deeper network grown from a trained one, e.g.
+    more `source_filter.layers`). The grown model then begins at the base model's
+    output, not at a random perturbation of it. Returns how many blocks."""
+    from speechvq.models.frame_net import FrameNet
+
+    fresh, grown = set(fresh_names), 0
+    for prefix, net in model.named_modules():
+        if not isinstance(net, FrameNet) or any(n.startswith(f"{prefix}.inp.") for n in fresh):
+            continue
+        for i, block in enumerate(net.blocks):
+            if any(name.startswith(f"{prefix}.blocks.{i}.") for name in fresh):
+                with torch.no_grad():
+                    for param in block[-1].parameters():
+                        param.zero_()
+                grown += 1
+    return grown
+
+
 def copy_speaker_rows(src, dst) -> int:
     """Rows of the decoder's table of voices, copied by speaker name for the speakers both
     models know; the others start at the mean of the copied rows. Returns how many."""
@@ -130,6 +151,9 @@ def build_model(model_cfg, base, cfg: Any, corpus, *, fresh: bool, verbose: bool
                 fresh_names.remove("decoder.speaker.weight")
                 if verbose:
                     print(f"init_parts matching: {copied} voices copied by name")
+        grown = zero_new_blocks(model, fresh_names)
+        if grown and verbose:
+            print(f"init_parts matching: {grown} new residual blocks start as identities")
         if fresh_names and verbose:
             names = ", ".join(fresh_names[:4])
             print(f"init_parts matching: {len(fresh_names)} tensors start fresh ({names} ...)")
