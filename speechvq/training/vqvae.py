@@ -397,16 +397,16 @@ class VQVAETask:
             loss = loss + self.cfg.speaker_loss * spk_loss
             update_table(out.voice, batch["speaker"], table)
         extra = {}  # the critic's and the discriminators' figures, the mel loss
-        if self.cfg.mel_loss:
-            mel = log_mel_loss(out.output, batch["wave"], self.corpus.sample_rate)
-            loss = loss + self.cfg.mel_loss * mel
-            extra["mel_loss"] = mel.detach()
         if self.critic is not None:
             extra = self.critic.critic_step(out.latents, batch["speaker"])
             with autocast():
                 confusion = self.critic.confusion_loss(out.latents)
             loss = loss + self.cfg.code_speaker * confusion
             extra["confusion_loss"] = confusion.detach()
+        if self.cfg.mel_loss:
+            mel = log_mel_loss(out.output, batch["wave"], self.corpus.sample_rate)
+            loss = loss + self.cfg.mel_loss * mel
+            extra["mel_loss"] = mel.detach()
         if self.adversary is not None and step >= self.cfg.adversarial_start:
             real, fake = batch["wave"], out.output
             with autocast():
