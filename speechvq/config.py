@@ -35,6 +35,9 @@ CONVERT_NEIGHBOURS = 4
 # audio's length.
 COMPRESS_ADAPT_STEPS = 60
 REFERENCE_ADAPT_STEPS = 60
+# Steps per window of `compress`'s code search by synthesis (`inference.code_search`;
+# 0: the encoder's codes as they are).
+COMPRESS_SEARCH_STEPS = 0
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from speechvq.cli.common import (
     ForceOpt,
     ModelOpt,
     ReferenceAdaptOpt,
+    SearchRateOpt,
     SeedOpt,
     TempOpt,
     adapt_option,
@@ -21,9 +22,16 @@ from speechvq.cli.common import (
     errors,
     load_model,
     pick_voice,
+    search_config,
+    search_option,
     sender_voice_seconds,
 )
-from speechvq.config import COMPRESS_ADAPT_STEPS, CONVERT_BLEND, CONVERT_STRENGTH
+from speechvq.config import (
+    COMPRESS_ADAPT_STEPS,
+    COMPRESS_SEARCH_STEPS,
+    CONVERT_BLEND,
+    CONVERT_STRENGTH,
+)
 from speechvq.errors import SpeechVQError
 
 SpeakerWavOpt = typer.Option(
@@ -256,6 +264,8 @@ def compress(
     adapt: int = adapt_option(
         COMPRESS_ADAPT_STEPS, "the voice stored in the file on the input (or --speaker-wav)"
     ),
+    search: int = search_option(COMPRESS_SEARCH_STEPS),
+    search_rate: float = SearchRateOpt,
     force: bool = ForceOpt,
 ):
     """Encode speech and entropy-code its codes into a self-describing .svq file."""
@@ -273,6 +283,9 @@ def compress(
             voice, _ = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav", adapt)
         if send_voice is not None and not stream:
             raise SpeechVQError("--send-voice needs --stream (a file keeps its own voice)")
+        searching = search_config(search, search_rate)
+        if searching is not None and stream:
+            raise SpeechVQError("--search needs a file, not --stream (it searches ahead)")
         if stream:
             from speechvq.cli.streaming import compress_stream
 
@@ -304,6 +317,7 @@ def compress(
             speaker=speaker,
             pitch=pitch,
             adapt_steps=adapt,
+            search=searching,
             force=force,
             progress=True,
         )

@@ -47,6 +47,38 @@ def adapt_option(default: int, what: str) -> typer.Option:
     )
 
 
+def search_option(default: int) -> typer.Option:
+    """`--search STEPS`: search the codes by synthesis (`inference.code_search`)."""
+    return typer.Option(
+        default,
+        "--search",
+        min=0,
+        metavar="STEPS",
+        help="Search the codes by synthesis this many steps per 4 s window: the codes the "
+        "decoder turns back into the input most closely, not the encoder's nearest (better "
+        "STOI and PESQ, same file format; slow: see docs/code-search.md). 0: the encoder's.",
+    )
+
+
+SearchRateOpt = typer.Option(
+    0.0,
+    "--search-rate",
+    min=0.0,
+    metavar="MU",
+    help="--search: weigh each code's cost under the prior (nats) by MU against its distance, "
+    "so the entropy-coded rate does not grow (0: off; docs/code-search.md).",
+)
+
+
+def search_config(steps: int, rate: float):
+    """The `SearchConfig` of `--search`/`--search-rate`; None for 0 steps."""
+    from speechvq.inference.code_search import SearchConfig
+
+    if rate and not steps:
+        raise SpeechVQError("--search-rate needs --search STEPS")
+    return SearchConfig(steps=steps, rate_weight=rate) if steps else None
+
+
 ReferenceAdaptOpt = adapt_option(
     REFERENCE_ADAPT_STEPS, "a --speaker-wav/--target-wav voice on its recordings"
 )

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from speechvq.cli.common import ForceOpt, ModelOpt, adapt_option, app, errors, load_model, names
+from speechvq.cli.common import (
+    ForceOpt,
+    ModelOpt,
+    SearchRateOpt,
+    adapt_option,
+    app,
+    errors,
+    load_model,
+    names,
+    search_config,
+)
 from speechvq.config import COMPRESS_ADAPT_STEPS, REFERENCE_ADAPT_STEPS
 
 
@@ -64,6 +74,15 @@ def evaluate(
         help="Decode the files of speakers the model knows by their name (the stored voice, "
         "as decompress --speaker NAME), not in the voice measured from each file.",
     ),
+    search: int = typer.Option(
+        0,
+        "--search",
+        min=0,
+        metavar="STEPS",
+        help="Also score the codes searched by synthesis this many steps per window, as "
+        "compress --search STEPS writes them: the system 'speechvq+search'.",
+    ),
+    search_rate: float = SearchRateOpt,
     force: bool = ForceOpt,
 ):
     """Score the model's reconstructions (and conversions) beside classic codecs."""
@@ -82,6 +101,7 @@ def evaluate(
             adapt_steps=adapt,
             target_adapt_steps=target_adapt,
             by_name=by_name,
+            search=search_config(search, search_rate),
         )  # validates names before the slow part
         items = find_recordings(source, split=split)[: limit or None]
         refs = find_recordings(references, split="train") if references is not None else []

@@ -30,11 +30,13 @@ from speechvq.evaluation.results import (
     MODEL_SYSTEM,
     PITCH_SYSTEM,
     REFERENCE_SYSTEM,
+    SEARCH_SYSTEM,
     ConversionResult,
     EvaluationReport,
     Example,
     SystemResult,
 )
+from speechvq.inference.code_search import SearchConfig, search_codes
 from speechvq.inference.compression import (
     header_voice,
     pack_voice,
@@ -76,6 +78,9 @@ class EvaluationOptions:
     # Decode a file of a speaker the model knows by that name (the stored vector and F0
     # level, as `decompress --speaker NAME`) rather than in the voice measured from it.
     by_name: bool = False
+    # Also score the codes searched by synthesis (`compress --search`) as its own system,
+    # "speechvq+search"; None: not.
+    search: SearchConfig | None = None
 
     def __post_init__(self) -> None:
         # Refuse bad names here, before a model loads or a file is decoded.
@@ -121,12 +126,17 @@ def evaluate(
         run.score(item)
     if run.entropy_bps:
         run.report.system(MODEL_SYSTEM).entropy_bitrate = float(np.mean(run.entropy_bps))
-    if run.track_bps:  # the track is always range-coded: its measured rate is added to both
-        track = float(np.mean(run.track_bps))
+    track = float(np.mean(run.track_bps)) if run.track_bps else 0.0
+    if run.track_bps:  # the track is always range-coded: its measured rate is added
         pitch = run.report.system(PITCH_SYSTEM)
         pitch.bitrate = float(model.config.nominal_bitrate) + track
         if run.entropy_bps:
             pitch.entropy_bitrate = float(np.mean(run.entropy_bps)) + track
+    if options.search is not None and model is not None:
+        searched = run.report.system(SEARCH_SYSTEM)
+        searched.bitrate = float(model.config.nominal_bitrate) + track
+        if run.search_bps:
+            searched.entropy_bitrate = float(np.mean(run.search_bps)) + track
     run.report.conversions = run.conversion_results(references, extra)
     return run.report
 
@@ -144,6 +154,8 @@ class _Run:
             self.report.systems.append(SystemResult(MODEL_SYSTEM, bitrate))
             if model.pitch is not None:
                 self.report.systems.append(SystemResult(PITCH_SYSTEM, bitrate))
+            if options.search is not None:
+                self.report.systems.append(SystemResult(SEARCH_SYSTEM, bitrate))
         self.baselines: list[Baseline] = []  # those whose tools are installed
         for b in parse_baselines(options.baselines):
             reason = b.missing()
@@ -155,6 +167,7 @@ class _Run:
         self.embeddings: dict[str, np.ndarray] = {}  # item id -> reference embedding
         self.converted: list[tuple[Recording, str, np.ndarray, float]] = []
         self.entropy_bps: list[float] = []
+        self.search_bps: list[float] = []  # the searched codes' ideal bit/s under the prior
         self.track_bps: list[float] = []  # the range-coded pitch track's bit/s, per file
         # target label -> what `convert` takes: a speaker's name or a measured `Voice`
         self.targets: dict[str, Any] = {t: t for t in options.convert_to}
@@ -231,14 +244,32 @@ class _Run:
             if isinstance(speaker, Voice):  # as `compress` stores it: 8-bit in the header
                 speaker = unpack_voice(pack_voice(speaker))
             outputs[MODEL_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed)
+            f0 = None
             if track_f0 is not None:  # as `decompress` decodes a file with its pitch track
                 symbols = pitch_symbols(model, track_f0)
                 f0 = pitch_track_f0(model, symbols, codes.size)
                 outputs[PITCH_SYSTEM] = model.decode(codes, speaker, seed=self.options.seed, f0=f0)
                 self.track_bps.append(8 * len(encode_track(symbols)) / (len(ref) / self.sr))
+            seconds = len(ref) / self.sr
             bits = _prior_bits(model, codes, item)
             if bits is not None:
-                self.entropy_bps.append(bits / (len(ref) / self.sr))
+                self.entropy_bps.append(bits / seconds)
+            if self.options.search is not None:  # as `compress --search` writes
+                found = search_codes(
+                    model,
+                    ref,
+                    self.sr,
+                    speaker,
+                    f0,
+                    self.options.search,
+                    prior_speaker=_prior_speaker(model, item),
+                )
+                outputs[SEARCH_SYSTEM] = model.decode(
+                    found.codes, speaker, seed=self.options.seed, f0=f0
+                )
+                bits = _prior_bits(model, found.codes, item)
+                if bits is not None:
+                    self.search_bps.append(bits / seconds)
         for b in self.baselines:
             try:
                 outputs[b.name] = b.roundtrip(ref, self.sr)
@@ -365,14 +396,19 @@ def _prior_bits(model, codes: np.ndarray, item: Recording) -> float | None:
 
     from speechvq.models.prior import speaker_index
 
-    known = item.speaker in model.speakers
-    row = speaker_index(prior, model.speaker_id(item.speaker) if known else None)
+    row = speaker_index(prior, _prior_speaker(model, item))
     device = next(prior.parameters()).device
     with torch.inference_mode():
         nats = prior.nll(
             torch.from_numpy(codes)[None].to(device), torch.tensor([row], device=device)
         )
     return float(nats) * len(codes) / math.log(2)
+
+
+def _prior_speaker(model, item: Recording) -> int | None:
+    """The speaker index the prior is conditioned on for `item`: its own if the model
+    knows it, else None (the prior's "unknown speaker" row)."""
+    return model.speaker_id(item.speaker) if item.speaker in model.speakers else None
 
 
 def _decode_speaker(

@@ -22,6 +22,7 @@ from speechvq.evaluation.results import (
     MODEL_SYSTEM,
     PITCH_SYSTEM,
     REFERENCE_SYSTEM,
+    SEARCH_SYSTEM,
     EvaluationReport,
 )
 
@@ -169,7 +170,11 @@ def _figures(report: EvaluationReport, out: Path) -> list[Path]:
 
     paths = []
     for k, ex in enumerate(report.examples):
-        names = [n for n in (REFERENCE_SYSTEM, MODEL_SYSTEM, PITCH_SYSTEM) if n in ex.waves]
+        names = [
+            n
+            for n in (REFERENCE_SYSTEM, MODEL_SYSTEM, PITCH_SYSTEM, SEARCH_SYSTEM)
+            if n in ex.waves
+        ]
         names += [n for n in ex.waves if n not in names][:1]  # one baseline
         fig = spectrogram_figure(
             [(n, ex.waves[n]) for n in names],

@@ -33,6 +33,9 @@ METRICS = (
 MODEL_SYSTEM = "speechvq"
 # The model's codes with the input's pitch track (`codec.pitch_track`), as `compress` writes.
 PITCH_SYSTEM = "speechvq+pitch"
+# Codes searched by synthesis (`inference.code_search`), as `compress --search` writes:
+# with the pitch track when the model has the pitch path.
+SEARCH_SYSTEM = "speechvq+search"
 
 
 REFERENCE_SYSTEM = "reference"

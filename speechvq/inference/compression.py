@@ -35,6 +35,7 @@ from speechvq.codec.bitstream import (
 from speechvq.codec.entropy import CODER_NAME, ProbabilitySource, decode_codes, encode_codes
 from speechvq.config import COMPRESS_ADAPT_STEPS
 from speechvq.errors import SpeechVQError
+from speechvq.inference.code_search import SearchConfig
 from speechvq.models.modelfile import model_hash
 from speechvq.models.voice import Voice
 from speechvq.version import __version__
@@ -139,6 +140,7 @@ def compress(
     speaker: str | None = None,
     pitch: bool = True,
     adapt_steps: int = COMPRESS_ADAPT_STEPS,
+    search: SearchConfig | None = None,
     force: bool = False,
     progress: bool = False,
 ) -> SVQHeader:
@@ -152,6 +154,9 @@ def compress(
     instead of predicting F0 from the codes. With a speaker encoder and no
     `speaker`, the input's own voice goes in the header, its vector tuned on the
     input `adapt_steps` steps (`models.voice.adapt_voice`; `progress` shows a bar).
+    With `search`, the codes are searched by synthesis (`code_search.search_codes`)
+    for the voice and F0 that `decompress` will decode them with; the file is
+    the same format, and decodes as any other.
     """
     path = Path(path)
     if path.exists() and not force:  # before the encoder runs
@@ -173,6 +178,10 @@ def compress(
             warnings.warn(
                 f"{path}: no voice stored ({exc}); decoded as a training voice", stacklevel=2
             )
+    if search is not None and search.steps > 0:
+        codes = _searched_codes(
+            model, wave, sample_rate, codes, voice, speaker, track_f0, search, progress
+        )
     num_samples = round(np.asarray(wave).size * model.sample_rate / sample_rate)
     svq = pack_codes(
         codes,
@@ -195,6 +204,26 @@ def compress(
     )
     write_svq(path, header, payload, force=force)
     return header
+
+
+def _searched_codes(model, wave, sample_rate, codes, voice, speaker, track_f0, search, progress):
+    """`compress`'s codes searched by synthesis in the voice and F0 that `decompress`
+    will use: the header's voice after its 8-bit packing (else the stored speaker, else
+    the first), the pitch track's F0 after its quantisation (else predicted)."""
+    from speechvq.inference.code_search import search_codes
+
+    if voice is not None:
+        target: str | Voice = unpack_voice(voice)
+    else:
+        target = speaker or model.speakers[0]
+    f0 = None
+    if track_f0 is not None:
+        f0 = pitch_track_f0(model, pitch_symbols(model, track_f0), codes.size)
+    row = None if speaker is None else model.speaker_id(speaker)
+    result = search_codes(
+        model, wave, sample_rate, target, f0, search, prior_speaker=row, progress=progress
+    )
+    return result.codes
 
 
 def header_voice(
