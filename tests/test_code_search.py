@@ -110,6 +110,38 @@ def test_bad_settings_are_plain_errors():
         SearchConfig(steps=-1)
     with pytest.raises(SpeechVQError):
         SearchConfig(lr=0)
+    with pytest.raises(SpeechVQError, match="unknown objective 'snr'"):
+        SearchConfig(objective="snr")
+
+
+def test_either_objective_is_lowered(model):
+    """The default lowers the log-mel distance; "decoder" the decoder's own training loss,
+    and with it each reports the loss it lowered."""
+    from speechvq.models.decoders.source_filter import spectral_loss
+    from speechvq.models.mel_loss import log_mel_loss
+
+    wave = synth_speechlike(0.6, seed=9)
+    f0 = f0_of(model, wave)
+    target = torch.from_numpy(wave[: (wave.size // model.hop_length) * model.hop_length])[None]
+
+    def measured(codes, loss):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            latents = model.quantizer.lookup(torch.from_numpy(codes)[None])
+            out = model.decoder(
+                latents, model._voice_tensors("alice")[0], torch.from_numpy(f0)[None]
+            )
+        return float(loss(out[:, : target.shape[1]], target))
+
+    for objective, loss in (
+        ("log-mel", lambda a, b: log_mel_loss(a, b, SR)),
+        ("decoder", spectral_loss),
+    ):
+        r = search_codes(
+            model, wave, SR, "alice", f0, SearchConfig(steps=20, lr=0.1, objective=objective)
+        )
+        assert r.loss_after < r.loss_before
+        assert measured(r.codes, loss) < measured(r.encoder_codes, loss)
 
 
 def test_compress_writes_the_searched_codes_and_decompress_decodes_them(tmp_path):
@@ -147,6 +179,7 @@ def test_evaluate_scores_the_searched_codes_as_their_own_system(tmp_path):
 
     from speechvq.data.discovery import Recording
     from speechvq.evaluation.evaluate import EvaluationOptions, evaluate
+    from speechvq.evaluation.report import markdown
     from speechvq.evaluation.results import PITCH_SYSTEM, SEARCH_SYSTEM
 
     model = trained_looking()
@@ -164,7 +197,49 @@ def test_evaluate_scores_the_searched_codes_as_their_own_system(tmp_path):
     searched, pitch = report.system(SEARCH_SYSTEM), report.system(PITCH_SYSTEM)
     assert set(searched.scores) == {"a"} and np.isfinite(searched.scores["a"]["mel_distance"])
     assert searched.bitrate == pitch.bitrate  # the same nominal codes and pitch track
+    assert "speechvq+search is the same with codes searched by synthesis" in markdown(report)
     without = evaluate(
         model, items, EvaluationOptions(baselines=(), metrics=("mel",), progress=False, examples=0)
     )
     assert SEARCH_SYSTEM not in [s.name for s in without.systems]
+    assert "speechvq+search" not in markdown(without)
+
+
+def test_compress_searches_by_default_with_a_parallel_decoder_only():
+    from speechvq.config import COMPRESS_SEARCH_STEPS
+    from speechvq.inference.code_search import default_search
+
+    assert default_search(trained_looking()) == SearchConfig(steps=COMPRESS_SEARCH_STEPS)
+    assert default_search(trained_looking(), 2.0).rate_weight == 2.0
+    wavenet = speechvq.SpeechVQ(speechvq.ModelConfig.preset("tiny", speakers=["alice"]))
+    assert default_search(wavenet) is None
+
+
+def test_cli_search_options(tmp_path):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from speechvq.cli import app
+
+    model = trained_looking("tiny-sf-spk")
+    model.save(tmp_path / "m.safetensors")
+    sf.write(tmp_path / "a.wav", synth_speechlike(1.5, seed=8), SR)
+    cli = CliRunner()
+    args = ["compress", str(tmp_path / "a.wav"), "-m", str(tmp_path / "m.safetensors")]
+    for name, extra in (("default", []), ("fast", ["--search", "0"]), ("few", ["--search", "3"])):
+        result = cli.invoke(app, [*args[:2], str(tmp_path / f"{name}.svq"), *args[2:], *extra])
+        assert result.exit_code == 0, result.stderr
+    from speechvq.codec.bitstream import read_svq
+    from speechvq.inference.compression import entropy_source, unpack_codes
+
+    def codes(name):
+        return unpack_codes(read_svq(tmp_path / f"{name}.svq"), entropy_source(model))
+
+    np.testing.assert_array_equal(codes("fast"), model.encode(synth_speechlike(1.5, seed=8), SR))
+    assert (codes("default") != codes("fast")).any()  # searched unless told not to
+    bad = cli.invoke(
+        app, [*args[:2], str(tmp_path / "x.svq"), *args[2:], "--search", "0", "--search-rate", "1"]
+    )
+    assert bad.exit_code == 2 and "--search-rate needs a search" in bad.stderr
+    bad = cli.invoke(app, ["compress", "--stream", "-", "-", "--search", "3"])
+    assert bad.exit_code == 2 and "--search needs a file" in bad.stderr

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from speechvq.models.decoders.source_filter import spectral_loss
-from speechvq.training.mel_loss import log_mel_loss
+from speechvq.models.mel_loss import log_mel_loss
 from tests.conftest import synth_speechlike
 
 SR = 16000

@@ -13,6 +13,7 @@ from speechvq.cli.common import (
     ForceOpt,
     ModelOpt,
     ReferenceAdaptOpt,
+    SearchOpt,
     SearchRateOpt,
     SeedOpt,
     TempOpt,
@@ -23,12 +24,10 @@ from speechvq.cli.common import (
     load_model,
     pick_voice,
     search_config,
-    search_option,
     sender_voice_seconds,
 )
 from speechvq.config import (
     COMPRESS_ADAPT_STEPS,
-    COMPRESS_SEARCH_STEPS,
     CONVERT_BLEND,
     CONVERT_STRENGTH,
 )
@@ -264,7 +263,7 @@ def compress(
     adapt: int = adapt_option(
         COMPRESS_ADAPT_STEPS, "the voice stored in the file on the input (or --speaker-wav)"
     ),
-    search: int = search_option(COMPRESS_SEARCH_STEPS),
+    search: int | None = SearchOpt,
     search_rate: float = SearchRateOpt,
     force: bool = ForceOpt,
 ):
@@ -283,8 +282,7 @@ def compress(
             voice, _ = pick_voice(m, speaker, speaker_wav, "--speaker", "--speaker-wav", adapt)
         if send_voice is not None and not stream:
             raise SpeechVQError("--send-voice needs --stream (a file keeps its own voice)")
-        searching = search_config(search, search_rate)
-        if searching is not None and stream:
+        if stream and (search or search_rate):
             raise SpeechVQError("--search needs a file, not --stream (it searches ahead)")
         if stream:
             from speechvq.cli.streaming import compress_stream
@@ -308,6 +306,7 @@ def compress(
         if str(input) == "-" or str(output) == "-":
             raise SpeechVQError("'-' (a pipe) needs --stream")
         wave, sr = load_audio(input, m.sample_rate)
+        searching = search_config(m, search, search_rate)
         header = compress_file(
             m,
             wave,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from speechvq.config import REFERENCE_ADAPT_STEPS
+from speechvq.config import COMPRESS_SEARCH_STEPS, REFERENCE_ADAPT_STEPS
 from speechvq.errors import SpeechVQError
 
 app = typer.Typer(
@@ -47,36 +47,42 @@ def adapt_option(default: int, what: str) -> typer.Option:
     )
 
 
-def search_option(default: int) -> typer.Option:
-    """`--search STEPS`: search the codes by synthesis (`inference.code_search`)."""
-    return typer.Option(
-        default,
-        "--search",
-        min=0,
-        metavar="STEPS",
-        help="Search the codes by synthesis this many steps per 4 s window: the codes the "
-        "decoder turns back into the input most closely, not the encoder's nearest (better "
-        "STOI and PESQ, same file format; slow: see docs/code-search.md). 0: the encoder's.",
-    )
-
-
+SearchOpt = typer.Option(
+    None,
+    "--search",
+    min=0,
+    metavar="STEPS",
+    help="Search the codes by synthesis this many steps per 4 s window: the codes the "
+    "decoder turns back into the input most closely, not the encoder's nearest (better STOI "
+    "and PESQ, the same file format; about 3 s of one CPU thread per second of audio at 30; "
+    f"docs/code-search.md). Default {COMPRESS_SEARCH_STEPS} for a parallel decoder, 0 for the "
+    "WaveNet; 0: the encoder's codes (fast).",
+)
 SearchRateOpt = typer.Option(
     0.0,
     "--search-rate",
     min=0.0,
     metavar="MU",
-    help="--search: weigh each code's cost under the prior (nats) by MU against its distance, "
-    "so the entropy-coded rate does not grow (0: off; docs/code-search.md).",
+    help="Weigh each searched code's cost under the prior (nats) by MU against its distance, "
+    "so the entropy-coded rate grows less (0: off; docs/code-search.md).",
 )
 
 
-def search_config(steps: int, rate: float):
-    """The `SearchConfig` of `--search`/`--search-rate`; None for 0 steps."""
-    from speechvq.inference.code_search import SearchConfig
+def search_config(model, steps: int | None, rate: float):
+    """The `SearchConfig` of `--search`/`--search-rate` for `model`: the model's default
+    (`default_search`) without `--search`; None (no search) for 0 steps."""
+    from speechvq.inference.code_search import SearchConfig, default_search
 
-    if rate and not steps:
-        raise SpeechVQError("--search-rate needs --search STEPS")
-    return SearchConfig(steps=steps, rate_weight=rate) if steps else None
+    if steps is None:
+        found = default_search(model, rate)
+        if found is None and rate:
+            raise SpeechVQError("--search-rate: this model's decoder is not searched by default")
+        return found
+    if steps == 0:
+        if rate:
+            raise SpeechVQError("--search-rate needs a search (--search 0 turns it off)")
+        return None
+    return SearchConfig(steps=steps, rate_weight=rate)
 
 
 ReferenceAdaptOpt = adapt_option(

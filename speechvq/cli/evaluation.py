@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -74,13 +75,14 @@ def evaluate(
         help="Decode the files of speakers the model knows by their name (the stored voice, "
         "as decompress --speaker NAME), not in the voice measured from each file.",
     ),
-    search: int = typer.Option(
-        0,
+    search: int | None = typer.Option(
+        None,
         "--search",
         min=0,
         metavar="STEPS",
-        help="Also score the codes searched by synthesis this many steps per window, as "
-        "compress --search STEPS writes them: the system 'speechvq+search'.",
+        help="Score the codes searched by synthesis this many steps per window, as compress "
+        "--search STEPS writes them, as the system 'speechvq+search'. Default: as compress "
+        "searches by default; 0: not.",
     ),
     search_rate: float = SearchRateOpt,
     force: bool = ForceOpt,
@@ -101,12 +103,13 @@ def evaluate(
             adapt_steps=adapt,
             target_adapt_steps=target_adapt,
             by_name=by_name,
-            search=search_config(search, search_rate),
         )  # validates names before the slow part
         items = find_recordings(source, split=split)[: limit or None]
         refs = find_recordings(references, split="train") if references is not None else []
         wav_targets = find_recordings(convert_to_wav) if convert_to_wav is not None else []
         m = None if baselines_only else load_model(model)
+        if m is not None:
+            options = dataclasses.replace(options, search=search_config(m, search, search_rate))
         report = run_evaluation(m, items, options, refs, wav_targets)
         paths = write_report(report, out, force=True)
         typer.echo(f"{out}: {len(report.items)} files; " + ", ".join(p.name for p in paths))

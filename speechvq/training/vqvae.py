@@ -28,6 +28,7 @@ import torch
 from speechvq.config import ModelConfig
 from speechvq.data.corpus import PreparedCorpus, Utterance
 from speechvq.errors import SpeechVQError
+from speechvq.models.mel_loss import log_mel_loss
 from speechvq.models.precision import autocast_dtype
 from speechvq.models.quantizer import VectorQuantizer
 from speechvq.training import loop
@@ -37,7 +38,6 @@ from speechvq.training.config import config_from_yaml, merge
 from speechvq.training.distributed import Distributed
 from speechvq.training.init import base_model, build_model, kept_code_models
 from speechvq.training.loop import open_run
-from speechvq.training.mel_loss import log_mel_loss
 from speechvq.training.speaker_loss import speaker_loss, update_table
 
 
@@ -88,7 +88,7 @@ class TrainConfig:
     disc_channels: int = 16
     adversarial_start: int = 0
     # Weight of a log-mel L1 loss on a parallel decoder's output beside its STFT
-    # loss (`speechvq.training.mel_loss`): more weight on the formant region; 0 disables.
+    # loss (`speechvq.models.mel_loss`): more weight on the formant region; 0 disables.
     mel_loss: float = 0.0
     # Set by `train(init_from=...)`: the model file the run started from, and its
     # own training steps/hours, so exported models report the total.

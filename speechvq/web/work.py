@@ -20,6 +20,7 @@ from speechvq.audio.io import save_audio
 from speechvq.config import REFERENCE_ADAPT_STEPS
 from speechvq.evaluation.baselines import Baseline
 from speechvq.evaluation.report import spectrogram_figure
+from speechvq.inference.code_search import default_search
 from speechvq.inference.compression import compress as compress_file
 from speechvq.inference.compression import decompress as decompress_file
 from speechvq.inference.sampling import sample_speech
@@ -78,7 +79,8 @@ def compress(
     svq = folder / "compressed.svq"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no voice stored" is in the table instead
-        header = compress_file(model, wave, sr, svq, force=True)
+        # searched as `speechvq compress` does by default (docs/code-search.md)
+        header = compress_file(model, wave, sr, svq, search=default_search(model), force=True)
     report(0.35, "decompressing")
     decoded = decompress_file(model, svq)
     save_audio(folder / "input.wav", wave, sr)

@@ -1,4 +1,6 @@
-"""A log-mel L1 loss for parallel decoders (`TrainConfig.mel_loss`).
+"""A log-mel L1 loss for parallel decoders: beside the STFT loss in training
+(`TrainConfig.mel_loss`), and alone as the code search's objective
+(`inference.code_search`).
 
 Why (docs/wavenet-decoder.md, "Where the STOI goes"): the source-filter
 decoder loses STOI to codec2 in the 1/3-octave bands from 1 to 2.5 kHz, the
