@@ -197,7 +197,7 @@ def test_evaluate_scores_the_searched_codes_as_their_own_system(tmp_path):
     searched, pitch = report.system(SEARCH_SYSTEM), report.system(PITCH_SYSTEM)
     assert set(searched.scores) == {"a"} and np.isfinite(searched.scores["a"]["mel_distance"])
     assert searched.bitrate == pitch.bitrate  # the same nominal codes and pitch track
-    assert "speechvq+search is the same with codes searched by synthesis" in markdown(report)
+    assert "speechvq+search is the same with codes searched by synthesis, as `compress` writes" in markdown(report)
     without = evaluate(
         model, items, EvaluationOptions(baselines=(), metrics=("mel",), progress=False, examples=0)
     )

@@ -81,11 +81,11 @@ def markdown(report: EvaluationReport, figures: list[str] = ()) -> str:
         "",
         f"{n} file{'s' * (n != 1)} at {report.sample_rate} Hz; mean ± std over files "
         "(bitrates are nominal; speechvq's entropy-coded rate in brackets when it has a prior;"
-        " speechvq+pitch is the codes with the input's pitch track, as `compress` writes them,"
-        " its measured range-coded rate added"
+        " speechvq+pitch is the encoder's codes with the input's pitch track, as"
+        " `compress --search 0` writes them, its measured range-coded rate added"
         + (
             "; speechvq+search is the same with codes searched by synthesis, as"
-            " `compress --search` writes them"
+            " `compress` writes them by default"
             if any(s.name == SEARCH_SYSTEM for s in report.systems)
             else ""
         )

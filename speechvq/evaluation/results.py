@@ -31,9 +31,10 @@ METRICS = (
 
 
 MODEL_SYSTEM = "speechvq"
-# The model's codes with the input's pitch track (`codec.pitch_track`), as `compress` writes.
+# The encoder's codes with the input's pitch track (`codec.pitch_track`), as `compress --search 0`
+# writes.
 PITCH_SYSTEM = "speechvq+pitch"
-# Codes searched by synthesis (`inference.code_search`), as `compress --search` writes:
+# Codes searched by synthesis (`inference.code_search`), as `compress` writes by default:
 # with the pitch track when the model has the pitch path.
 SEARCH_SYSTEM = "speechvq+search"
 
