@@ -112,6 +112,8 @@ def test_bad_settings_are_plain_errors():
         SearchConfig(lr=0)
     with pytest.raises(SpeechVQError, match="unknown objective 'snr'"):
         SearchConfig(objective="snr")
+    with pytest.raises(SpeechVQError, match="quiet_db"):
+        SearchConfig(quiet_db=0)
 
 
 def test_either_objective_is_lowered(model):
@@ -197,7 +199,10 @@ def test_evaluate_scores_the_searched_codes_as_their_own_system(tmp_path):
     searched, pitch = report.system(SEARCH_SYSTEM), report.system(PITCH_SYSTEM)
     assert set(searched.scores) == {"a"} and np.isfinite(searched.scores["a"]["mel_distance"])
     assert searched.bitrate == pitch.bitrate  # the same nominal codes and pitch track
-    assert "speechvq+search is the same with codes searched by synthesis, as `compress` writes" in markdown(report)
+    assert (
+        "speechvq+search is the same with codes searched by synthesis, as `compress` writes"
+        in markdown(report)
+    )
     without = evaluate(
         model, items, EvaluationOptions(baselines=(), metrics=("mel",), progress=False, examples=0)
     )
@@ -243,3 +248,29 @@ def test_cli_search_options(tmp_path):
     assert bad.exit_code == 2 and "--search-rate needs a search" in bad.stderr
     bad = cli.invoke(app, ["compress", "--stream", "-", "-", "--search", "3"])
     assert bad.exit_code == 2 and "--search needs a file" in bad.stderr
+
+
+def test_quiet_frames_keep_the_encoders_codes(model):
+    """Pauses (here 0.4 s at -50 dB) are not searched unless `quiet_db` is None."""
+    from speechvq.inference.code_search import _quiet_frames
+
+    hop = model.hop_length
+    speech = synth_speechlike(0.4, seed=10)
+    pause = 0.003 * np.random.default_rng(0).standard_normal(6400).astype(np.float32)
+    wave = np.concatenate([speech, pause, synth_speechlike(0.4, seed=11)])
+    quiet = _quiet_frames(wave[: wave.size // hop * hop], hop, 20.0)
+    frames = np.arange(quiet.size)
+    in_pause = (frames * hop >= speech.size + 4 * hop) & (
+        frames * hop < speech.size + 6400 - 5 * hop
+    )
+    assert quiet[in_pause].all() and not quiet[frames * hop < speech.size - 5 * hop].any()
+    assert not _quiet_frames(wave, hop, None).any()
+    f0 = f0_of(model, wave)
+    config = SearchConfig(steps=15, lr=0.1)
+    r = search_codes(model, wave, SR, "alice", f0, config)
+    np.testing.assert_array_equal(r.codes[quiet], r.encoder_codes[quiet])
+    assert (r.codes[~quiet] != r.encoder_codes[~quiet]).any()
+    everywhere = search_codes(
+        model, wave, SR, "alice", f0, SearchConfig(steps=15, lr=0.1, quiet_db=None)
+    )
+    assert (everywhere.codes[quiet] != everywhere.encoder_codes[quiet]).any()
