@@ -36,10 +36,10 @@ CONVERT_NEIGHBOURS = 4
 COMPRESS_ADAPT_STEPS = 60
 REFERENCE_ADAPT_STEPS = 60
 # Steps per 4 s window of `compress`'s code search by synthesis (`inference.code_search`,
-# for a parallel decoder; 0: the encoder's codes as they are). On `small-spk`'s 12 seen
-# held-out files, 30 steps lifted STOI from 0.838 to 0.866 and PESQ from 1.59 to 1.75
-# (60 steps: 0.869 and 1.75), at about 3 s of one CPU thread per second of audio
-# (docs/code-search.md).
+# for a parallel decoder; 0: the encoder's codes as they are). On `small-spk`'s held-out
+# files, 30 steps lifted STOI from 0.838 to 0.861 (seen speakers) and 0.798 to 0.827
+# (unseen), PESQ from 1.59 to 1.70 and 1.70 to 1.80, at about 3 s of one CPU thread per
+# second of audio (docs/code-search.md; 60 steps gained 0.003 STOI more, seen speakers).
 COMPRESS_SEARCH_STEPS = 30
 
 

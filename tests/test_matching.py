@@ -267,6 +267,8 @@ def test_cli_decode_and_decompress_in_a_recorded_voice_match_unless_told_not_to(
             "--no-pitch",
             "--adapt",
             "0",
+            "--search",
+            "0",  # the encoder's codes, those of codes.npy
         ],
     )
     assert r.exit_code == 0, r.output
