@@ -235,7 +235,12 @@ class _Run:
         outputs: dict[str, np.ndarray] = {}
         model = self.model
         if model is not None:
-            codes = model.encode(ref, self.sr)
+            latents = None  # [D, F], kept for the search so that the encoder runs once
+            if self.options.search is not None:
+                latents = model.latents(ref, self.sr)
+                codes = model.quantize(latents)
+            else:
+                codes = model.encode(ref, self.sr)
             # The input's F0, tracked once for the pitch track and the voice's level.
             track_f0 = model.input_f0(ref, self.sr, codes.size) if model.pitch is not None else None
             speaker = _decode_speaker(
@@ -262,6 +267,7 @@ class _Run:
                     speaker,
                     f0,
                     self.options.search,
+                    latents=latents,
                     prior_speaker=_prior_speaker(model, item),
                 )
                 outputs[SEARCH_SYSTEM] = model.decode(

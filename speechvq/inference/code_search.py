@@ -86,7 +86,7 @@ def default_search(model: Any, rate_weight: float = 0.0) -> SearchConfig | None:
     """What `compress` searches with when not told: `SearchConfig()` for a parallel
     decoder; None (the encoder's codes) for the autoregressive WaveNet, whose teacher-forced
     loss is no measure of what it will generate and costs far more a step."""
-    if model.config.decoder.kind == "wavenet":
+    if not model.decoder.parallel:
         return None
     return SearchConfig(rate_weight=rate_weight)
 
@@ -115,6 +115,7 @@ def search_codes(
     f0: np.ndarray | None = None,
     config: SearchConfig = SearchConfig(),
     *,
+    latents: np.ndarray | None = None,
     prior_speaker: int | None = None,
     progress: bool = False,
 ) -> SearchResult:
@@ -123,8 +124,10 @@ def search_codes(
 
     `f0` `[F]` (Hz, 0 = unvoiced) is the F0 the receiver will use (a file's
     pitch track, `pitch_track_f0`); None: the F0 predicted from the codes being
-    searched, as a file without a track is decoded. `prior_speaker` is the
-    prior's conditioning (a speaker index, None = unknown) for `rate_weight`.
+    searched, as a file without a track is decoded. `latents` `[D, F]` are the
+    encoder's output (`SpeechVQ.latents`) if the caller has it, so the encoder
+    does not run twice. `prior_speaker` is the prior's conditioning (a speaker
+    index, None = unknown) for `rate_weight`.
     A window keeps the encoder's codes where the search did not lower the
     loss (judged with one noise draw), so `loss_after <= loss_before`.
     """
@@ -135,10 +138,12 @@ def search_codes(
         wave = resample(wave, sample_rate, model.sample_rate)
     if config.rate_weight > 0 and model.prior is None:
         raise SpeechVQError("a rate-constrained code search needs a model with a prior")
+    if latents is None:
+        latents = model.latents(wave, model.sample_rate)
     if config.steps == 0:
-        codes = model.encode(wave, model.sample_rate)
+        codes = model.quantize(latents)
         return SearchResult(codes, codes, math.nan, math.nan)
-    search = _Search(model, wave, voice, f0, config, prior_speaker)
+    search = _Search(model, wave, latents, voice, f0, config, prior_speaker)
     encoder_codes = search.codes.cpu().numpy().astype(np.int64)
     frames = encoder_codes.size
     window = max(1, round(config.window_seconds * model.frame_rate))
@@ -170,19 +175,20 @@ def search_codes(
 class _Search:
     """One input's search in progress: its target, latents, voice, and the codes so far."""
 
-    def __init__(self, model, wave: np.ndarray, voice, f0, config: SearchConfig, prior_speaker):
+    def __init__(
+        self, model, wave: np.ndarray, latents, voice, f0, config: SearchConfig, prior_speaker
+    ):
         import torch
 
         from speechvq.models.prior import speaker_index
 
         self.model, self.config = model, config
         dev = next(model.parameters()).device
-        latents = model.latents(wave, model.sample_rate)  # [D, F]
         frames, hop = latents.shape[1], model.hop_length
         target = np.zeros(frames * hop, dtype=np.float32)
         target[: min(wave.size, target.size)] = wave[: target.size]
         self.target = torch.from_numpy(target)[None].to(dev)  # [1, F * hop]
-        self.z = torch.from_numpy(latents)[None].to(dev)  # [1, D, F]
+        self.z = torch.as_tensor(np.asarray(latents, dtype=np.float32))[None].to(dev)  # [1, D, F]
         self.codes = model.quantizer.codes(self.z)[0]  # [F]
         self.encoder_codes = self.codes.clone()
         self.quiet = torch.from_numpy(_quiet_frames(target, hop, config.quiet_db)).to(dev)  # [F]
@@ -248,28 +254,23 @@ class _Search:
         latents = torch.cat([left, middle, right], dim=2)  # [1, D, hi - lo]
         f0 = self.f0[:, lo:hi] if self.f0 is not None else self._predicted_f0(latents)
         wave = self.target[:, lo * hop : hi * hop]
+        decoder = model.decoder
         # The decoder's noise comes from the global generator: seeded in a fork of its state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            loss, out = model.decoder.reconstruct(wave, latents, self.vector, f0)
-        if self.config.objective == "log-mel" and out is not None:
-            from speechvq.models.mel_loss import log_mel_loss
+            if self.config.objective == "log-mel" and decoder.parallel:
+                from speechvq.models.mel_loss import log_mel_loss
 
-            return log_mel_loss(out, wave, model.sample_rate)
-        return loss
+                return log_mel_loss(decoder(latents, self.vector, f0), wave, model.sample_rate)
+            return decoder.reconstruction_loss(wave, latents, self.vector, f0)
 
     def _predicted_f0(self, latents):  # [1, F] Hz, as `SpeechVQ.decode` predicts it
         import torch
 
-        from speechvq.models.pitch import PitchPredictor
-
         if self.model.pitch is None:
             return None
         with torch.no_grad():
-            pred = self.model.pitch(latents)
-            return PitchPredictor.to_hz(
-                pred, self.level_mean, self.level_std, self.model.config.pitch
-            )
+            return self.model.f0_at_level(latents, self.level_mean, self.level_std)
 
     def _pick(self, z, a: int, b: int, log_prior=None):
         """Codes `[b - a]` for latents `[1, D, b - a]`: the nearest, or with the rate term

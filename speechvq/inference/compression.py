@@ -164,7 +164,8 @@ def compress(
     if speaker is not None:
         model.speaker_id(speaker)  # an unknown speaker fails here, naming the known ones
     source = entropy_source(model, entropy, speaker)
-    codes = model.encode(wave, sample_rate)
+    latents = model.latents(wave, sample_rate)  # [D, F]: kept for the search
+    codes = model.quantize(latents)
     # The input's F0, tracked once for both the pitch track and the voice's level.
     track_f0 = (
         model.input_f0(wave, sample_rate, codes.size) if pitch and model.pitch is not None else None
@@ -178,9 +179,10 @@ def compress(
             warnings.warn(
                 f"{path}: no voice stored ({exc}); decoded as a training voice", stacklevel=2
             )
+    symbols = None if track_f0 is None else pitch_symbols(model, track_f0)
     if search is not None and search.steps > 0:
         codes = _searched_codes(
-            model, wave, sample_rate, codes, voice, speaker, track_f0, search, progress
+            model, wave, sample_rate, latents, voice, speaker, symbols, search, progress
         )
     num_samples = round(np.asarray(wave).size * model.sample_rate / sample_rate)
     svq = pack_codes(
@@ -195,8 +197,8 @@ def compress(
     )
     header = dataclasses.replace(svq.header, voice=voice)
     payload = svq.payload
-    if track_f0 is not None:
-        track = pitch_track.encode_track(pitch_symbols(model, track_f0))
+    if symbols is not None:
+        track = pitch_track.encode_track(symbols)
         header = dataclasses.replace(header, pitch_block=pitch_block(model), pitch_bytes=len(track))
         payload += track
     header = dataclasses.replace(
@@ -206,22 +208,29 @@ def compress(
     return header
 
 
-def _searched_codes(model, wave, sample_rate, codes, voice, speaker, track_f0, search, progress):
+def _searched_codes(model, wave, sample_rate, latents, voice, speaker, symbols, search, progress):
     """`compress`'s codes searched by synthesis in the voice and F0 that `decompress`
     will use: the header's voice after its 8-bit packing (else the stored speaker, else
-    the first), the pitch track's F0 after its quantisation (else predicted)."""
+    the first), the pitch track's F0 from its `symbols` (else predicted)."""
     from speechvq.inference.code_search import search_codes
 
     if voice is not None:
         target: str | Voice = unpack_voice(voice)
     else:
         target = speaker or model.speakers[0]
-    f0 = None
-    if track_f0 is not None:
-        f0 = pitch_track_f0(model, pitch_symbols(model, track_f0), codes.size)
+    frames = latents.shape[1]
+    f0 = None if symbols is None else pitch_track_f0(model, symbols, frames)
     row = None if speaker is None else model.speaker_id(speaker)
     result = search_codes(
-        model, wave, sample_rate, target, f0, search, prior_speaker=row, progress=progress
+        model,
+        wave,
+        sample_rate,
+        target,
+        f0,
+        search,
+        latents=latents,
+        prior_speaker=row,
+        progress=progress,
     )
     return result.codes
 

@@ -330,8 +330,7 @@ class SpeechVQ(nn.Module):
             if f0 is not None:
                 f0_t = torch.as_tensor(np.asarray(f0, dtype=np.float32)[None], device=self._device)
             else:
-                pred = self.pitch(latents)
-                f0_t = PitchPredictor.to_hz(pred, mean, std, self.config.pitch)
+                f0_t = self.f0_at_level(latents, mean, std)
         options = SynthesisOptions(temperature=temperature, seed=seed, exact=exact, fold=fold)
         return self.decoder.synthesize(latents, voice, f0_t, options)
 
@@ -356,10 +355,15 @@ class SpeechVQ(nn.Module):
 
     def predict_f0(self, latents: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
         """Predicted F0 `[B, F]` in Hz at the speakers' pitch level, for latents `[B, D, F]`."""
+        return self.f0_at_level(latents, self.logf0_mean[speaker], self.logf0_std[speaker])
+
+    def f0_at_level(
+        self, latents: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+    ) -> torch.Tensor:
+        """Predicted F0 `[B, F]` in Hz for latents `[B, D, F]` at the log-F0 level `mean`,
+        `std` `[B]` (a speaker's, or a `Voice`'s from `_voice_tensors`)."""
         assert self.pitch is not None
-        pred = self.pitch(latents)
-        mean, std = self.logf0_mean[speaker], self.logf0_std[speaker]
-        return PitchPredictor.to_hz(pred, mean, std, self.config.pitch)
+        return PitchPredictor.to_hz(self.pitch(latents), mean, std, self.config.pitch)
 
     def convert(
         self,

@@ -36,6 +36,10 @@ class Decoder(nn.Module):
     """
 
     speaker: nn.Embedding  # the table of training voices, [speakers, speaker_dim]
+    # Whether `forward(latents, speaker, f0)` makes the whole waveform `[B, T]` in one
+    # differentiable pass (what a loss on the output, or a code search, needs); an
+    # autoregressive kind's training pass is teacher-forced instead.
+    parallel: bool = False
 
     def voice(self, speaker: torch.Tensor) -> torch.Tensor:
         """Voice vectors `[B, S]` for speaker ids `[B]` or vectors `[B, S]`."""

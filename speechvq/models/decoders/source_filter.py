@@ -64,6 +64,8 @@ class Controls:
 class SourceFilterDecoder(Decoder):
     """Latents `[B, D, F]`, speakers `[B]` and F0 `[B, F]` to a waveform `[B, F * hop]`."""
 
+    parallel = True
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         sf = cfg.decoder.source_filter
