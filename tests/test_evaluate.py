@@ -358,3 +358,59 @@ def test_stoi_by_band_is_reported_per_system(tmp_path, tiny_model):
     assert model["stoi_bands"]["mean"] == pytest.approx([1.0] * 15, abs=1e-6)
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| speechvq | 1.000 | 1.000 | 1.000 | 1.000 |" in md
+
+
+def test_paired_differences_against_the_baselines():
+    """The headline system minus each baseline, file by file: the mean, a Student-t 95%
+    interval computed by hand, the files where it is better (mel distance: lower), files
+    only one system scored and NaNs left out; results.md and results.json carry it."""
+    from speechvq.evaluation.report import markdown
+    from speechvq.evaluation.results import (
+        PITCH_SYSTEM,
+        SEARCH_SYSTEM,
+        EvaluationReport,
+        SystemResult,
+        paired_difference,
+    )
+
+    mine = [0.80, 0.85, 0.90, 0.70]
+    theirs = [0.78, 0.86, 0.85, 0.60]
+
+    def scores(stoi, mel):
+        return {
+            f"f{i}": {"stoi": s, "mel_distance": m}
+            for i, (s, m) in enumerate(zip(stoi, mel, strict=True))
+        }
+
+    search = SystemResult(SEARCH_SYSTEM, 2400.0, scores=scores(mine, [5.0, 6.0, 5.5, np.nan]))
+    search.scores["only-here"] = {"stoi": 0.0}
+    codec2 = SystemResult("codec2-2400", 2400.0, scores=scores(theirs, [14.0, 5.0, 15.0, 13.0]))
+    d = paired_difference(search, codec2, "stoi")
+    diff = np.subtract(mine, theirs)
+    half = 3.182446305284263 * diff.std(ddof=1) / 2  # t(0.975, 3 dof) s / sqrt(4)
+    assert (d.n, d.better) == (4, 3)
+    assert d.mean == pytest.approx(diff.mean()) and d.half_width == pytest.approx(half)
+    assert d.significant == (abs(diff.mean()) > half)
+    mel = paired_difference(search, codec2, "mel_distance")
+    assert (mel.n, mel.better) == (3, 2) and mel.mean == pytest.approx(-17.5 / 3)
+    one = paired_difference(
+        SystemResult("a", None, scores={"x": {"stoi": 1.0}}),
+        SystemResult("b", None, scores={"x": {"stoi": 0.5}}),
+        "stoi",
+    )
+    assert one.n == 1 and np.isnan(one.half_width) and not one.significant
+
+    pitch = SystemResult(PITCH_SYSTEM, 2400.0, scores=scores(theirs, [1.0] * 4))
+    reference = SystemResult("reference", None, scores=scores([1.0] * 4, [0.0] * 4))
+    report = EvaluationReport(SR, [], [reference, pitch, search, codec2])
+    assert report.headline() is search and report.baselines() == [codec2]
+    assert {(c.system, c.baseline) for c in report.comparisons()} == {
+        (SEARCH_SYSTEM, "codec2-2400")
+    }
+    md = markdown(report)
+    assert f"{SEARCH_SYSTEM} minus each baseline" in md
+    assert f"| codec2-2400 | {d.mean:+.3f} ± {half:.3f} (3/4) | " in md
+    data = report.to_dict()["comparisons"]
+    assert data[0]["metric"] == "stoi" and data[0]["n"] == 4
+    # without a baseline there is nothing to compare
+    assert "minus each baseline" not in markdown(EvaluationReport(SR, [], [reference, search]))

@@ -107,6 +107,7 @@ def markdown(report: EvaluationReport, figures: list[str] = ()) -> str:
         dns = [_cell(summ.get(f"dnsmos_{k}"), 2) for k in ("sig", "bak", "ovrl")]
         detail.append(f"| {s.name} | " + " | ".join(dns) + " |")
     lines += ["", "DNSMOS P.835 (non-intrusive, 1-5):", "", *detail]
+    lines += _comparison_table(report)
     skipped = [s for s in report.systems if s.skipped]
     if skipped or report.skipped_metrics:
         lines += ["", "Skipped:", ""]
@@ -133,6 +134,42 @@ def markdown(report: EvaluationReport, figures: list[str] = ()) -> str:
     if figures:
         lines += ["", "## Figures", "", *[f"![{f}]({f})" for f in figures]]
     return "\n".join(lines) + "\n"
+
+
+def _comparison_table(report: EvaluationReport) -> list[str]:
+    """The headline system minus each baseline, file by file (`EvaluationReport.comparisons`)."""
+    diffs = report.comparisons()
+    if not diffs:
+        return []
+    head = diffs[0].system
+    cells = {(d.baseline, d.metric): d for d in diffs}
+    columns = [(m, h, dec) for m, h, dec in _COLUMNS if any(k[1] == m for k in cells)]
+    rows = []
+    for base in dict.fromkeys(d.baseline for d in diffs):
+        row = []
+        for m, _, dec in columns:
+            d = cells.get((base, m))
+            row.append("—" if d is None else _difference_cell(d, dec))
+        rows.append(f"| {base} | " + " | ".join(row) + " |")
+    return [
+        "",
+        f"Paired differences, {head} minus each baseline on the same files: the mean"
+        " difference ± the half-width of its 95% interval (Student's t over files), then"
+        f" the files where {head} is the better one (mel distance: lower); bold where the"
+        " interval leaves out zero, a lead (or a loss) larger than the luck of these files:",
+        "",
+        "| baseline | " + " | ".join(h for _, h, _ in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+        *rows,
+    ]
+
+
+def _difference_cell(d, decimals: int) -> str:
+    half = "—" if not np.isfinite(d.half_width) else f"{d.half_width:.{decimals}f}"
+    text = f"{d.mean:+.{decimals}f} ± {half}"
+    if d.significant:
+        text = f"**{text}**"
+    return f"{text} ({d.better}/{d.n})"
 
 
 # STOI's 15 bands (`metrics.STOI_BAND_CENTRES_HZ`) grouped for the table:

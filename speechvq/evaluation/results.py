@@ -40,6 +40,12 @@ SEARCH_SYSTEM = "speechvq+search"
 
 
 REFERENCE_SYSTEM = "reference"
+SPEECHVQ_SYSTEMS = (MODEL_SYSTEM, PITCH_SYSTEM, SEARCH_SYSTEM)
+
+# Metrics where a lower value is the better one; the rest are better higher.
+LOWER_IS_BETTER = frozenset({"mel_distance"})
+# Metrics compared file by file against the baselines (`EvaluationReport.comparisons`).
+COMPARED = ("stoi", "pesq", "mel_distance", "speaker_sim", "dnsmos_ovrl", "f0_match", "voicing")
 
 
 @dataclass
@@ -68,6 +74,54 @@ class SystemResult:
             if vals.size:
                 out[m] = {"mean": float(vals.mean()), "std": float(vals.std()), "n": int(vals.size)}
         return out
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """One metric of `system` minus `baseline`, file by file, over the files both scored.
+
+    The files are the same recordings, so the per-file difference cancels what
+    makes one file harder than another; its spread, not the systems' own,
+    says whether a lead is more than the luck of the files.
+    """
+
+    system: str
+    baseline: str
+    metric: str
+    mean: float  # mean over files of system - baseline
+    half_width: float  # of its 95% confidence interval (Student's t); NaN under 2 files
+    better: int  # files where `system` is the better one (higher, or lower in LOWER_IS_BETTER)
+    n: int
+
+    @property
+    def significant(self) -> bool:
+        """The 95% interval leaves out zero."""
+        return bool(np.isfinite(self.half_width) and abs(self.mean) > self.half_width)
+
+
+def paired_difference(
+    system: SystemResult, baseline: SystemResult, metric: str
+) -> PairedDifference:
+    """`metric` of `system` minus `baseline` over the files both scored (finite values)."""
+    from scipy.stats import t as student_t
+
+    ids = [i for i in system.scores if i in baseline.scores]
+    pairs = np.array(
+        [
+            (system.scores[i].get(metric, np.nan), baseline.scores[i].get(metric, np.nan))
+            for i in ids
+        ],
+        dtype=np.float64,
+    ).reshape(-1, 2)
+    pairs = pairs[np.all(np.isfinite(pairs), axis=1)]
+    d = pairs[:, 0] - pairs[:, 1]
+    n = int(d.size)
+    half = float("nan")
+    if n >= 2:
+        half = float(student_t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n))
+    better = int(np.sum(d < 0 if metric in LOWER_IS_BETTER else d > 0))
+    mean = float(d.mean()) if n else float("nan")
+    return PairedDifference(system.name, baseline.name, metric, mean, half, better, n)
 
 
 @dataclass(frozen=True)
@@ -105,6 +159,30 @@ class EvaluationReport:
 
     def system(self, name: str) -> SystemResult:
         return next(s for s in self.systems if s.name == name)
+
+    def headline(self) -> SystemResult | None:
+        """The speechvq system users get from `compress`: searched codes, else the pitch
+        track's, else the plain codes (the first of them that ran)."""
+        ran = {s.name: s for s in self.systems if not s.skipped}
+        return next((ran[n] for n in reversed(SPEECHVQ_SYSTEMS) if n in ran), None)
+
+    def baselines(self) -> list[SystemResult]:
+        """The other codecs that ran (codec2, Opus): neither the reference nor speechvq."""
+        mine = {REFERENCE_SYSTEM, *SPEECHVQ_SYSTEMS}
+        return [s for s in self.systems if s.name not in mine and not s.skipped]
+
+    def comparisons(self) -> list[PairedDifference]:
+        """The headline system against each baseline, per metric (`COMPARED`) both scored."""
+        head = self.headline()
+        if head is None:
+            return []
+        out = []
+        for base in self.baselines():
+            for m in COMPARED:
+                d = paired_difference(head, base, m)
+                if d.n:
+                    out.append(d)
+        return out
 
     def conversion_summary(self) -> list[dict[str, Any]]:
         """Per target: mean and std of both similarities, identification accuracy."""
@@ -147,6 +225,7 @@ class EvaluationReport:
                     "summary": self.conversion_summary(),
                     "per_file": [dataclasses.asdict(c) for c in self.conversions],
                 },
+                "comparisons": [dataclasses.asdict(d) for d in self.comparisons()],
                 "stoi_band_centres_hz": STOI_BAND_CENTRES_HZ,
                 "skipped_metrics": self.skipped_metrics,
                 "notes": self.notes,
