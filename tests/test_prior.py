@@ -307,6 +307,27 @@ def test_resume_gives_the_same_weights(corpus, tmp_path):
         train_prior(args[0], tmp_path / "other.safetensors", tmp_path / "b", cfg, resume=True)
 
 
+def test_init_from_starts_at_a_trained_prior(corpus, tmp_path):
+    """`init_from` starts where another model's prior ended (its held-out bits at step 0),
+    not from scratch; a model without a prior, or with another architecture, is refused."""
+    args = (corpus / "prepared", corpus / "vq.safetensors")
+    first = train_prior(*args, tmp_path / "a", tiny_cfg(), progress=False)
+    trained = speechvq.load(first.model_path).prior
+    cfg = tiny_cfg(max_steps=1, valid_every=1, lr=1e-12, warmup_steps=0)
+    fresh = train_prior(*args, tmp_path / "b", cfg, progress=False)
+    warm = train_prior(*args, tmp_path / "c", cfg, init_from=first.model_path, progress=False)
+    assert warm.valid_bits_per_code == pytest.approx(first.valid_bits_per_code, abs=1e-3)
+    assert fresh.valid_bits_per_code > first.valid_bits_per_code + 0.1
+    again = speechvq.load(warm.model_path).prior
+    for (name, a), b in zip(trained.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    with pytest.raises(speechvq.SpeechVQError, match="no prior"):
+        train_prior(*args, tmp_path / "d", cfg, init_from=args[1], progress=False)
+    wide = tiny_cfg(prior={"speaker_dim": 8}, max_steps=1)
+    with pytest.raises(speechvq.SpeechVQError, match="not the one this config trains"):
+        train_prior(*args, tmp_path / "e", wide, init_from=first.model_path, progress=False)
+
+
 def _ddp_worker(rank: int, world: int, port: int, args, run_dir) -> None:
     join_gloo_group(rank, world, port)
     save = keep_rank_weights(lambda r: run_dir.parent / f"rank{r}.pt")

@@ -99,6 +99,12 @@ def train_prior(
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this step."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    init_from: str | None = typer.Option(
+        None,
+        "--init-from",
+        help="Start from this model's prior (a file or name; the same architecture) instead of "
+        "from scratch.",
+    ),
     bigram: bool = typer.Option(
         False,
         "--bigram",
@@ -123,7 +129,9 @@ def train_prior(
         from speechvq.training.prior import train_prior as run_prior_training
 
         cfg = PriorTrainConfig.from_yaml(config)
-        r = run_prior_training(manifest, model, out, cfg, resume=resume, max_steps=max_steps)
+        r = run_prior_training(
+            manifest, model, out, cfg, resume=resume, init_from=init_from, max_steps=max_steps
+        )
         state = "interrupted at" if r.interrupted else "finished at"
         bits = ""
         if not math.isnan(r.valid_bits_per_code):

@@ -245,6 +245,7 @@ def train_prior(
     cfg: PriorTrainConfig,
     *,
     resume: bool = False,
+    init_from: str | os.PathLike | None = None,
     progress: bool = True,
     max_steps: int | None = None,
     stop_after: int | None = None,
@@ -253,6 +254,9 @@ def train_prior(
 
     As in `speechvq.training.vqvae.train`: a resumed run keeps its own config
     except `max_steps`; `stop_after` ends this call after that many steps (tests).
+    `init_from` (a model file or name) starts a new run from that model's prior
+    instead of from scratch: to train a shipped prior on, whose run folder is
+    gone. Its architecture must be the config's.
     """
     from speechvq.inference.loading import load
 
@@ -284,11 +288,29 @@ def train_prior(
     codes = extract_codes(vqvae, corpus, run_dir / "codes.npz", progress=False)
 
     torch.manual_seed(cfg.seed)
-    task = PriorTask(Prior(prior_cfg).to(device).train(), vqvae, codes, cfg, run_dir)
+    prior = Prior(prior_cfg)
+    if init_from is not None and state is None:  # a resumed run has its own weights
+        _init_prior(prior, init_from)
+    task = PriorTask(prior.to(device).train(), vqvae, codes, cfg, run_dir)
     r = loop.run(task, cfg, run_dir, dist, device, state, progress=progress, stop_after=stop_after)
     return PriorTrainResult(
         run_dir, r.steps, run_dir / "model.safetensors", task.bits, r.elapsed, r.interrupted
     )
+
+
+def _init_prior(prior: Prior, model: str | os.PathLike) -> None:
+    """Copy the prior of `model` (a file or name) into `prior`; the same architecture only."""
+    from speechvq.inference.loading import load
+
+    source = load(model).prior
+    if source is None:
+        raise SpeechVQError(f"{model}: has no prior to start from")
+    if source.config.to_dict() != prior.config.to_dict():
+        raise SpeechVQError(
+            f"{model}: its prior is not the one this config trains "
+            f"({source.config.to_dict()} against {prior.config.to_dict()})"
+        )
+    prior.load_state_dict(source.state_dict())
 
 
 class PriorTask:
