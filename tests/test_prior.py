@@ -317,6 +317,10 @@ def test_init_from_starts_at_a_trained_prior(corpus, tmp_path):
     fresh = train_prior(*args, tmp_path / "b", cfg, progress=False)
     warm = train_prior(*args, tmp_path / "c", cfg, init_from=first.model_path, progress=False)
     assert warm.valid_bits_per_code == pytest.approx(first.valid_bits_per_code, abs=1e-3)
+    # its model file counts the steps it started from, and so does a resumed run
+    assert speechvq.load(warm.model_path).metadata["prior_training_steps"] == "41"
+    resumed = train_prior(*args, tmp_path / "c", cfg, resume=True, max_steps=2, progress=False)
+    assert speechvq.load(resumed.model_path).metadata["prior_training_steps"] == "42"
     assert fresh.valid_bits_per_code > first.valid_bits_per_code + 0.1
     again = speechvq.load(warm.model_path).prior
     for (name, a), b in zip(trained.state_dict().items(), again.state_dict().values(), strict=True):

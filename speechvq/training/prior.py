@@ -279,30 +279,40 @@ def train_prior(
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, max_steps=max_steps)
 
+    torch.manual_seed(cfg.seed)
+    prior = Prior(prior_cfg)
+    run = {"model_hash": key, "model": str(model_path)}
+    if state is None and init_from is not None:  # a resumed run has its own weights
+        run.update(_init_prior(prior, init_from))
+    elif state is not None and run_json.exists():  # where the resumed run started
+        run.update({k: v for k, v in json.loads(run_json.read_text()).items() if k in INIT_KEYS})
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         extract_codes(vqvae, corpus, run_dir / "codes.npz", progress=progress)
-        run_json.write_text(json.dumps({"model_hash": key, "model": str(model_path)}, indent=2))
+        run_json.write_text(json.dumps(run, indent=2))
     if dist.world > 1:
         torch.distributed.barrier()
     codes = extract_codes(vqvae, corpus, run_dir / "codes.npz", progress=False)
 
-    torch.manual_seed(cfg.seed)
-    prior = Prior(prior_cfg)
-    if init_from is not None and state is None:  # a resumed run has its own weights
-        _init_prior(prior, init_from)
     task = PriorTask(prior.to(device).train(), vqvae, codes, cfg, run_dir)
+    task.before = (int(run.get("init_steps", 0)), float(run.get("init_hours", 0.0)))
     r = loop.run(task, cfg, run_dir, dist, device, state, progress=progress, stop_after=stop_after)
     return PriorTrainResult(
         run_dir, r.steps, run_dir / "model.safetensors", task.bits, r.elapsed, r.interrupted
     )
 
 
-def _init_prior(prior: Prior, model: str | os.PathLike) -> None:
-    """Copy the prior of `model` (a file or name) into `prior`; the same architecture only."""
+# prior_run.json's record of a run started from another model's prior (`init_from`).
+INIT_KEYS = ("init_from", "init_steps", "init_hours")
+
+
+def _init_prior(prior: Prior, model: str | os.PathLike) -> dict[str, Any]:
+    """Copy the prior of `model` (a file or name) into `prior`; the same architecture only.
+    Returns the run's record of it (`INIT_KEYS`): the source and its training so far."""
     from speechvq.inference.loading import load
 
-    source = load(model).prior
+    loaded = load(model)
+    source = loaded.prior
     if source is None:
         raise SpeechVQError(f"{model}: has no prior to start from")
     if source.config.to_dict() != prior.config.to_dict():
@@ -311,6 +321,12 @@ def _init_prior(prior: Prior, model: str | os.PathLike) -> None:
             f"({source.config.to_dict()} against {prior.config.to_dict()})"
         )
     prior.load_state_dict(source.state_dict())
+    meta = loaded.metadata
+    return {
+        "init_from": str(model),
+        "init_steps": int(meta.get("prior_training_steps", 0)),
+        "init_hours": float(meta.get("prior_training_hours", 0.0)),
+    }
 
 
 class PriorTask:
@@ -324,6 +340,7 @@ class PriorTask:
         self.cfg, self.run_dir = cfg, run_dir
         self.sampler = StreamSampler(codes["train"], prior.config, cfg)
         self.bits, self.valid_codes = math.nan, 0  # the last validation's
+        self.before = (0, 0.0)  # steps and hours of the prior it started from (`init_from`)
 
     def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
         return self.sampler.batch(self.cfg.seed, step, rank)
@@ -350,7 +367,9 @@ class PriorTask:
         return {**metrics, "valid_bitrate": rate}, line
 
     def export(self, step: int, elapsed: float) -> None:
-        _export(self.vqvae, self.module, self.run_dir, step, elapsed, self.bits, self.valid_codes)
+        steps, hours = self.before
+        total = (steps + step, hours * 3600 + elapsed)
+        _export(self.vqvae, self.module, self.run_dir, *total, self.bits, self.valid_codes)
 
     def extra_state(self) -> dict:
         return {}  # the prior is all there is
@@ -362,7 +381,8 @@ class PriorTask:
 def _export(
     vqvae: Any, prior: Prior, run_dir: Path, step: int, elapsed: float, bits: float, n: int
 ) -> None:
-    """Write the VQ-VAE with a copy of the prior inside, keeping the VQ-VAE's own metadata."""
+    """Write the VQ-VAE with a copy of the prior inside, keeping the VQ-VAE's own metadata;
+    `step` and `elapsed` count the prior's training in all, its `init_from` start's included."""
     meta = inherited_metadata(vqvae, "prior_")
     meta["prior_training_steps"] = str(step)
     meta["prior_training_hours"] = f"{elapsed / 3600:.2f}"
