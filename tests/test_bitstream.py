@@ -299,5 +299,7 @@ def test_compress_decompress_with_a_model(tmp_path, tiny_model, one_thread):
     assert model_hash_of(speechvq.load(tmp_path / "m.safetensors")) == model_hash_of(tiny_model)
     with torch.no_grad():
         next(tiny_model.parameters()).view(-1)[0] += 1e-3
-    with pytest.raises(SpeechVQError, match="made by model"):
+    with pytest.raises(SpeechVQError, match="made by model") as err:
         decompress(tiny_model, path)
+    # it names the version that wrote it, which has the model that did
+    assert f"with speechvq {read_svq(path).header.package_version}," in str(err.value)

@@ -166,9 +166,11 @@ def read_svq(path: str | os.PathLike, expected_model_hash: str | None = None) ->
     if expected_model_hash is not None:
         expected = expected_model_hash[:MODEL_HASH_CHARS]
         if header.model_hash != expected:
+            by = f" with speechvq {header.package_version}" if header.package_version else ""
             raise SpeechVQError(
-                f"{path}: made by model {header.model_hash}, not by this model {expected};"
-                " decode it with the model that encoded it"
+                f"{path}: made by model {header.model_hash}{by}, not by this model {expected};"
+                " decode it with the model that encoded it (a shipped model changes between"
+                " versions: the version that wrote it has it)"
             )
     return SVQFile(header, payload, str(path))
 
