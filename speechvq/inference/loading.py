@@ -22,7 +22,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     # `compress` keeps the input's own voice), with its own prior. See the model card.
     "small-spk": (
         "speechvq-small-spk.safetensors",
-        "95c7b3a286d8a94dad76864c88596bb3c1637d3615bf02196a9048d0dc10e52d",
+        "223a9605052ce71814d886d5fc2b6668cd4551a317bde607f64b4e008b8a395d",
     ),
     # The default up to 0.11: the voices of its 238 training speakers only.
     "small": (
