@@ -24,7 +24,7 @@ def describe_model(m: Any) -> list[tuple[str, str]]:
         ),
         ("speakers", str(len(cfg.speakers))),
         ("parameters", f"{m.num_parameters():,}"),
-        ("package version", m.metadata.get("package_version", "?")),
+        ("written by", f"speechvq {m.metadata.get('package_version', '?')}"),
     ]
     from speechvq.models.streaming import algorithmic_latency
 
