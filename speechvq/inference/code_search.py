@@ -144,7 +144,7 @@ def search_codes(
         codes = model.quantize(latents)
         return SearchResult(codes, codes, math.nan, math.nan)
     search = _Search(model, wave, latents, voice, f0, config, prior_speaker)
-    encoder_codes = search.codes.cpu().numpy().astype(np.int64)
+    encoder_codes = search.encoder_codes.cpu().numpy().astype(np.int64)
     frames = encoder_codes.size
     window = max(1, round(config.window_seconds * model.frame_rate))
     starts = range(0, frames, window)

@@ -294,8 +294,8 @@ def train_prior(
         torch.distributed.barrier()
     codes = extract_codes(vqvae, corpus, run_dir / "codes.npz", progress=False)
 
-    task = PriorTask(prior.to(device).train(), vqvae, codes, cfg, run_dir)
-    task.before = (int(run.get("init_steps", 0)), float(run.get("init_hours", 0.0)))
+    before = (int(run.get("init_steps", 0)), float(run.get("init_hours", 0.0)))
+    task = PriorTask(prior.to(device).train(), vqvae, codes, cfg, run_dir, before)
     r = loop.run(task, cfg, run_dir, dist, device, state, progress=progress, stop_after=stop_after)
     return PriorTrainResult(
         run_dir, r.steps, run_dir / "model.safetensors", task.bits, r.elapsed, r.interrupted
@@ -335,12 +335,20 @@ class PriorTask:
 
     throughput = "codes_per_s"
 
-    def __init__(self, prior: Prior, vqvae: Any, codes: dict, cfg: PriorTrainConfig, run_dir):
+    def __init__(
+        self,
+        prior: Prior,
+        vqvae: Any,
+        codes: dict,
+        cfg: PriorTrainConfig,
+        run_dir,
+        before: tuple[int, float] = (0, 0.0),
+    ):
         self.module, self.vqvae, self.codes = prior, vqvae, codes
         self.cfg, self.run_dir = cfg, run_dir
         self.sampler = StreamSampler(codes["train"], prior.config, cfg)
         self.bits, self.valid_codes = math.nan, 0  # the last validation's
-        self.before = (0, 0.0)  # steps and hours of the prior it started from (`init_from`)
+        self.before = before  # steps and hours of the prior it started from (`init_from`)
 
     def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
         return self.sampler.batch(self.cfg.seed, step, rank)
