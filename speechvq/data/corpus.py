@@ -103,6 +103,10 @@ class PreparedCorpus:
         meta_path = self.path / "prepare.json"
         if not self.path.is_dir():
             raise SpeechVQError(f"{self.path}: no such folder")
+        if not meta_path.is_file() and (self.path / "pack.json").is_file():
+            raise SpeechVQError(
+                f"{self.path}: a packed corpus; unpack it first (`speechvq unpack`)"
+            )
         if not meta_path.is_file():
             raise SpeechVQError(
                 f"{self.path}: not a prepared corpus, or an unfinished one "
