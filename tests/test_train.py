@@ -69,6 +69,17 @@ def test_resume_gives_the_same_weights(corpus, tmp_path):
         assert torch.equal(a[name], b[name]), name
 
 
+def test_a_time_budget_stops_checkpointed_and_exported_and_resumes(corpus, tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny(max_steps=4)
+    part = train(corpus, tmp_path / "r", cfg, progress=False, max_minutes=1e-6)
+    assert part.out_of_time and part.interrupted and part.steps == 1  # the step it ran over in
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["step"] == 1
+    assert part.model_path.exists()
+    rest = train(corpus, tmp_path / "r", cfg, resume=True, progress=False, max_minutes=60)
+    assert rest.steps == 4 and not rest.out_of_time and not rest.interrupted
+
+
 def test_refuses_to_clobber_a_run(corpus, tmp_path):
     from speechvq.errors import SpeechVQError
 

@@ -46,6 +46,49 @@ def prepare(
 
 
 @app.command()
+def pack(
+    prepared: Path = typer.Argument(..., help="Prepared corpus folder (from `speechvq prepare`)."),
+    out_dir: Path = typer.Argument(..., help="Packed folder to write."),
+    minutes: float = typer.Option(20.0, help="Training audio to keep (every speaker keeps one)."),
+    valid_minutes: float = typer.Option(2.0, help="Held-out audio to keep (likewise)."),
+    max_seconds: float = typer.Option(
+        4.0, help="Cut longer utterances to this many seconds (0: keep them whole)."
+    ),
+    seed: int = typer.Option(0, help="Seed of the choice of utterances and cuts."),
+    force: bool = ForceOpt,
+):
+    """Pack a subset of a prepared corpus as FLAC, to carry to another machine (docs/data.md)."""
+    with errors():
+        from speechvq.data.packing import PackConfig, pack_corpus
+
+        cfg = PackConfig(
+            minutes=minutes,
+            valid_minutes=valid_minutes,
+            max_utterance_seconds=max_seconds,
+            seed=seed,
+        )
+        typer.echo(pack_corpus(prepared, out_dir, cfg, force=force).line())
+
+
+@app.command()
+def unpack(
+    packed: Path = typer.Argument(..., help="Packed folder (from `speechvq pack`)."),
+    out_dir: Path = typer.Argument(..., help="Prepared-corpus folder to write."),
+    force: bool = ForceOpt,
+):
+    """Turn a packed corpus back into a prepared one that `train` reads."""
+    with errors():
+        from speechvq.data.packing import unpack_corpus
+
+        corpus = unpack_corpus(packed, out_dir, force=force)
+        minutes = sum(u.duration for u in corpus.utterances()) / 60
+        typer.echo(
+            f"{corpus.path}: {len(corpus)} utterances, {len(corpus.speakers)} speakers, "
+            f"{minutes:.1f} min"
+        )
+
+
+@app.command()
 def train(
     manifest: Path = typer.Argument(..., help="Prepared corpus folder (from `speechvq prepare`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints, log, model."),
@@ -53,6 +96,11 @@ def train(
         None, "--config", "-c", help="Training config YAML (e.g. recipes/configs/small.yaml)."
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this step."),
+    max_minutes: float | None = typer.Option(
+        None,
+        "--max-minutes",
+        help="Stop after this much wall-clock time, checkpointed (--resume goes on).",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     init_from: str | None = typer.Option(
         None,
@@ -79,9 +127,15 @@ def train(
 
             init_from = str(resolve(init_from))
         result = run_training(
-            manifest, out, cfg, resume=resume, max_steps=max_steps, init_from=init_from
+            manifest,
+            out,
+            cfg,
+            resume=resume,
+            max_steps=max_steps,
+            init_from=init_from,
+            max_minutes=max_minutes,
         )
-        state = "interrupted at" if result.interrupted else "finished at"
+        state = _stopped(result)
         typer.echo(f"{out}: {state} step {result.steps}; model: {result.model_path}")
 
 
@@ -98,6 +152,11 @@ def train_prior(
         None, "--config", "-c", help="Prior config YAML (e.g. recipes/configs/prior-small.yaml)."
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this step."),
+    max_minutes: float | None = typer.Option(
+        None,
+        "--max-minutes",
+        help="Stop after this much wall-clock time, checkpointed (--resume goes on).",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     init_from: str | None = typer.Option(
         None,
@@ -130,11 +189,25 @@ def train_prior(
 
         cfg = PriorTrainConfig.from_yaml(config)
         r = run_prior_training(
-            manifest, model, out, cfg, resume=resume, init_from=init_from, max_steps=max_steps
+            manifest,
+            model,
+            out,
+            cfg,
+            resume=resume,
+            init_from=init_from,
+            max_steps=max_steps,
+            max_minutes=max_minutes,
         )
-        state = "interrupted at" if r.interrupted else "finished at"
+        state = _stopped(r)
         bits = ""
         if not math.isnan(r.valid_bits_per_code):
             rate = r.valid_bits_per_code * 250
             bits = f"; held out {r.valid_bits_per_code:.3f} bits/code ({rate:.0f} bit/s)"
         typer.echo(f"{out}: {state} step {r.steps}; model: {r.model_path}{bits}")
+
+
+def _stopped(result) -> str:
+    """How a training run's call ended, for its last line."""
+    if result.out_of_time:
+        return "out of time (--max-minutes) at"
+    return "interrupted at" if result.interrupted else "finished at"

@@ -90,7 +90,8 @@ class Task(Protocol):
 class LoopResult:
     steps: int
     elapsed: float  # seconds spent in steps, over all sessions of the run
-    interrupted: bool  # stopped by a signal or `stop_after` before `max_steps`
+    interrupted: bool  # stopped by a signal, `stop_after` or `max_seconds` before `max_steps`
+    out_of_time: bool  # stopped by `max_seconds`
     last: Step | None  # the last step of this call
 
 
@@ -114,17 +115,26 @@ def run(
     *,
     progress: bool = True,
     stop_after: int | None = None,
+    max_seconds: float | None = None,
 ) -> LoopResult:
     """Train `task.module` from `state` (a checkpoint, or None) up to `cfg.max_steps`.
 
-    `stop_after` ends this call after that many steps as if interrupted (tests).
+    `max_seconds` ends this call, checkpointed and exported, at the first step
+    that ends that long (wall clock) after it began: a time budget, e.g. for
+    comparing recipes at equal CPU time or for a lent GPU's minutes; a rerun
+    with `resume` goes on. `stop_after` ends it after that many steps (tests).
+    Either leaves the run unfinished, as an interruption does.
     """
     loop = _Loop(task, cfg, run_dir, dist, device, state, progress)
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     with StopFlag() as flag:
         while loop.step < cfg.max_steps:
             loop.train_step()
-            stopping = flag.stop or (
-                stop_after is not None and loop.step - loop.start_step >= stop_after
+            loop.out_of_time = deadline is not None and loop.agreed(time.monotonic() >= deadline)
+            stopping = (
+                flag.stop
+                or loop.out_of_time
+                or (stop_after is not None and loop.step - loop.start_step >= stop_after)
             )
             loop.after_step(stopping)
             if stopping:
@@ -153,9 +163,17 @@ class _Loop:
             from tqdm import tqdm
 
             self.bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True)
-        self.interrupted, self.last = False, None
+        self.interrupted, self.out_of_time, self.last = False, False, None
         self.validated = self.exported = -1  # the last step each was done at
         self.t_last, self.amount = time.time(), 0.0
+
+    def agreed(self, flag: bool) -> bool:
+        """Rank 0's `flag` on every rank: ranks whose clocks differ still stop at one step."""
+        if self.dist.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.broadcast(t, src=0)
+        return bool(t.item())
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
@@ -227,7 +245,7 @@ class _Loop:
         if self.dist.world > 1:
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
-        return LoopResult(self.step, self.elapsed, self.interrupted, self.last)
+        return LoopResult(self.step, self.elapsed, self.interrupted, self.out_of_time, self.last)
 
 
 def _start_run_dir(run_dir: Path, cfg: Any) -> CsvLog:

@@ -236,6 +236,7 @@ class PriorTrainResult:
     valid_bits_per_code: float  # nan without a validation split
     seconds: float
     interrupted: bool
+    out_of_time: bool  # stopped by `max_minutes`
 
 
 def train_prior(
@@ -249,11 +250,13 @@ def train_prior(
     progress: bool = True,
     max_steps: int | None = None,
     stop_after: int | None = None,
+    max_minutes: float | None = None,
 ) -> PriorTrainResult:
     """Train (or, with `resume`, continue) a prior over the codes of the model at `model_path`.
 
     As in `speechvq.training.vqvae.train`: a resumed run keeps its own config
-    except `max_steps`; `stop_after` ends this call after that many steps (tests).
+    except `max_steps`; `stop_after` ends this call after that many steps (tests),
+    `max_minutes` after that much wall-clock time.
     `init_from` (a model file or name) starts a new run from that model's prior
     instead of from scratch: to train a shipped prior on, whose run folder is
     gone. Its architecture must be the config's.
@@ -296,9 +299,26 @@ def train_prior(
 
     before = (int(run.get("init_steps", 0)), float(run.get("init_hours", 0.0)))
     task = PriorTask(prior.to(device).train(), vqvae, codes, cfg, run_dir, before)
-    r = loop.run(task, cfg, run_dir, dist, device, state, progress=progress, stop_after=stop_after)
+    seconds = None if max_minutes is None else 60 * max_minutes
+    r = loop.run(
+        task,
+        cfg,
+        run_dir,
+        dist,
+        device,
+        state,
+        progress=progress,
+        stop_after=stop_after,
+        max_seconds=seconds,
+    )
     return PriorTrainResult(
-        run_dir, r.steps, run_dir / "model.safetensors", task.bits, r.elapsed, r.interrupted
+        run_dir,
+        r.steps,
+        run_dir / "model.safetensors",
+        task.bits,
+        r.elapsed,
+        r.interrupted,
+        r.out_of_time,
     )
 
 

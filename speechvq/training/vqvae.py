@@ -279,6 +279,7 @@ class TrainResult:
     last_loss: float
     seconds: float
     interrupted: bool
+    out_of_time: bool  # stopped by `max_minutes`
 
 
 def train(
@@ -291,6 +292,7 @@ def train(
     max_steps: int | None = None,
     stop_after: int | None = None,
     init_from: str | os.PathLike | None = None,
+    max_minutes: float | None = None,
 ) -> TrainResult:
     """Train (or, with `resume`, continue) a model; returns where the exported model lies.
 
@@ -299,7 +301,8 @@ def train(
     weights, config and speaker table (a fresh optimiser; e.g. to go on
     training a shipped model when its run folder is gone); its speakers must
     be the corpus's. `stop_after` ends this call after that many steps as if
-    interrupted (tests).
+    interrupted (tests); `max_minutes` after that much wall-clock time, checkpointed
+    and exported (`loop.run`'s `max_seconds`).
     """
     dist = Distributed.setup()
     device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
@@ -330,10 +333,27 @@ def train(
     task = VQVAETask(model, corpus, cfg, run_dir, device, base)
     if state is None and base is None and model_cfg.quantizer.kmeans_init:
         init_codebook(model, task.sampler, cfg, device)
-    r = loop.run(task, cfg, run_dir, dist, device, state, progress=progress, stop_after=stop_after)
+    seconds = None if max_minutes is None else 60 * max_minutes
+    r = loop.run(
+        task,
+        cfg,
+        run_dir,
+        dist,
+        device,
+        state,
+        progress=progress,
+        stop_after=stop_after,
+        max_seconds=seconds,
+    )
     last_loss = float(r.last.figures()["recon_loss"]) if r.last is not None else float("nan")
     return TrainResult(
-        run_dir, r.steps, run_dir / "model.safetensors", last_loss, r.elapsed, r.interrupted
+        run_dir,
+        r.steps,
+        run_dir / "model.safetensors",
+        last_loss,
+        r.elapsed,
+        r.interrupted,
+        r.out_of_time,
     )
 
 
