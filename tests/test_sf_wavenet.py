@@ -130,6 +130,37 @@ def test_adversarial_training_steps_the_discriminators_and_resumes_exactly(tmp_p
         assert torch.equal(a["task"]["adversary"]["disc"][k], b["task"]["adversary"]["disc"][k]), k
 
 
+def test_discriminators_warm_up_alone_before_they_reach_the_decoder(tmp_path):
+    from speechvq.training.checkpoint import load_checkpoint
+    from speechvq.training.vqvae import TrainConfig, train
+
+    from .conftest import make_prepared_corpus
+
+    corpus = make_prepared_corpus(tmp_path, utterances=2, heldout=0.0)
+    base = dict(
+        preset="tiny-sfwn",
+        batch_size=2,
+        crop_seconds=0.25,
+        log_every=1,
+        valid_every=0,
+        export_every=0,
+        max_steps=5,
+        disc_channels=4,
+    )
+    cfg = TrainConfig(adversarial=1.0, adversarial_start=1, disc_warmup=2, **base)
+    train(corpus, tmp_path / "w", cfg, progress=False)
+    log = (tmp_path / "w" / "log.csv").read_text()
+    assert log.count("\ndisc_loss,") == 4 and log.count("\nadv_loss,") == 2
+    # warming up all the way, the decoder learns as without discriminators
+    plain = train(corpus, tmp_path / "p", TrainConfig(**base), progress=False)
+    cfg = TrainConfig(adversarial=1.0, disc_warmup=10, **base)
+    warm = train(corpus, tmp_path / "a", cfg, progress=False)
+    a = load_checkpoint(plain.run_dir / "checkpoint.pt")["model"]
+    b = load_checkpoint(warm.run_dir / "checkpoint.pt")["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_adversarial_training_needs_a_parallel_decoder(tmp_path):
     import pytest
 

@@ -28,7 +28,11 @@ class Adversary:
         disc_cfg = DiscriminatorConfig(
             period_channels=cfg.disc_channels, resolution_channels=2 * cfg.disc_channels
         )
-        self.disc = Discriminators(disc_cfg).to(device).train()
+        # Their own seed, leaving the global generator as it was: adding them
+        # changes nothing else in a run (the codebook's k-means start, say).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)
+            self.disc = Discriminators(disc_cfg).to(device).train()
         self.net: torch.nn.Module = self.disc
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             ids = [device.index] if device.type == "cuda" else None

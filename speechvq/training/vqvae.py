@@ -87,6 +87,10 @@ class TrainConfig:
     disc_lr: float = 2e-4
     disc_channels: int = 16
     adversarial_start: int = 0
+    # Steps the discriminators train alone, from `adversarial_start`, before their
+    # losses reach the decoder: a decoder started from a trained one is then
+    # pushed by discriminators that tell its output from speech, not at random.
+    disc_warmup: int = 0
     # Weight of a log-mel L1 loss on a parallel decoder's output beside its STFT
     # loss (`speechvq.models.mel_loss`): more weight on the formant region; 0 disables.
     mel_loss: float = 0.0
@@ -430,10 +434,12 @@ class VQVAETask:
         if self.adversary is not None and step >= self.cfg.adversarial_start:
             real, fake = batch["wave"], out.output
             with autocast():
-                d_loss = self.adversary.discriminator_step(real, fake)
-                adv, fm = self.adversary.generator_losses(real, fake)
-            loss = loss + self.cfg.adversarial * adv + self.cfg.feature_matching * fm
-            extra |= {"disc_loss": d_loss, "adv_loss": adv.detach(), "fm_loss": fm.detach()}
+                extra["disc_loss"] = self.adversary.discriminator_step(real, fake)
+            if step >= self.cfg.adversarial_start + self.cfg.disc_warmup:
+                with autocast():
+                    adv, fm = self.adversary.generator_losses(real, fake)
+                loss = loss + self.cfg.adversarial * adv + self.cfg.feature_matching * fm
+                extra |= {"adv_loss": adv.detach(), "fm_loss": fm.detach()}
         return loop.Step(
             loss=loss,
             amount=batch["wave"].numel() / self.corpus.sample_rate,
