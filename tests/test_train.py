@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -217,8 +219,6 @@ def test_a_deeper_decoder_grown_from_a_trained_one_starts_at_its_output():
 
 
 def test_every_recipe_config_loads_and_builds_its_model():
-    from pathlib import Path
-
     from speechvq.training.prior import PriorTrainConfig
     from speechvq.training.vqvae import TrainConfig
 
@@ -233,3 +233,13 @@ def test_every_recipe_config_loads_and_builds_its_model():
         assert model.speakers == ("a", "b"), path.name
         if path.name == "small-sfwn-spk-cpu.yaml":
             assert model.decoder.post_filter.channels == 32  # the override reached it
+
+
+def test_recipe_scripts_parse():
+    import subprocess
+
+    scripts = sorted((Path(__file__).parents[1] / "recipes").rglob("*.sh"))
+    assert len(scripts) > 5
+    for script in scripts:
+        r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{script}: {r.stderr}"
