@@ -145,6 +145,10 @@ class PostFilterConfig:
     kernel_size: int = 3
     dilation_cycle: int = 10  # dilations 1 ... 512: +-2046 samples (128 ms) of context
     cond_channels: int = 64  # the frame network's features, projected, then upsampled
+    # 1: the WaveNet runs on samples. 4 or 8: on that many sub-bands of a PQMF
+    # bank (`models.pqmf`), at 1/bands of the rate: bands x fewer steps, and
+    # bands x the context for the same dilations (Multi-band MelGAN).
+    bands: int = 1
 
 
 @dataclass(frozen=True)

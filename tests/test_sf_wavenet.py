@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import speechvq
@@ -11,10 +12,12 @@ from speechvq.models.decoders.base import SynthesisOptions
 from speechvq.training.init import copy_matching
 
 
-def _models():
+def _models(bands: int = 1):
     torch.manual_seed(0)
     sf = speechvq.SpeechVQ(ModelConfig.preset("tiny-sf", speakers=["a", "b"])).eval()
-    wn = speechvq.SpeechVQ(ModelConfig.preset("tiny-sfwn", speakers=["a", "b"])).eval()
+    cfg = ModelConfig.preset("tiny-sfwn", speakers=["a", "b"]).to_dict()
+    cfg["decoder"]["post_filter"]["bands"] = bands
+    wn = speechvq.SpeechVQ(ModelConfig.from_dict(cfg)).eval()
     return sf, wn
 
 
@@ -25,8 +28,9 @@ def _inputs(frames: int = 40):
     return latents, torch.tensor([1]), f0
 
 
-def test_it_starts_as_the_source_filter_decoder_it_was_initialised_from():
-    sf, wn = _models()
+@pytest.mark.parametrize("bands", [1, 4])
+def test_it_starts_as_the_source_filter_decoder_it_was_initialised_from(bands):
+    sf, wn = _models(bands)
     fresh = copy_matching(sf, wn)
     assert fresh and all(name.startswith("decoder.post.") for name in fresh)
     latents, spk, f0 = _inputs()
@@ -35,8 +39,9 @@ def test_it_starts_as_the_source_filter_decoder_it_was_initialised_from():
     assert torch.equal(a, b)  # the correction's last layer starts at zero
 
 
-def test_its_correction_trains_and_moves_the_output():
-    _, wn = _models()
+@pytest.mark.parametrize("bands", [1, 4])
+def test_its_correction_trains_and_moves_the_output(bands):
+    _, wn = _models(bands)
     wn.train()
     latents, spk, f0 = _inputs()
     wave = torch.sin(torch.arange(40 * 64) * 0.05)[None] * 0.3
@@ -52,8 +57,9 @@ def test_its_correction_trains_and_moves_the_output():
     assert wn.decoder.post.out[-1].weight.abs().sum() > 0
 
 
-def test_chunked_synthesis_equals_one_pass():
-    _, wn = _models()
+@pytest.mark.parametrize("bands", [1, 4, 8])
+def test_chunked_synthesis_equals_one_pass(bands):
+    _, wn = _models(bands)
     with torch.no_grad():
         for p in wn.decoder.post.parameters():
             p.add_(0.1 * torch.randn_like(p))  # a correction that is not zero
@@ -67,6 +73,42 @@ def test_chunked_synthesis_equals_one_pass():
             assert torch.allclose(part, whole, atol=1e-5), chunk
         one = wn.decoder.synthesize(latents, spk, f0, SynthesisOptions(seed=2))
         assert np.allclose(one, whole[0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("bands", [4, 8])
+def test_the_filter_bank_splits_and_joins_speech_almost_exactly(bands):
+    from speechvq.models.pqmf import PQMF
+
+    from .conftest import synth_speechlike
+
+    torch.manual_seed(0)
+    x = torch.tensor(synth_speechlike(1.0))[None, None]
+    x = x + 0.05 * torch.randn_like(x)  # noise fills every band
+    bank = PQMF(bands)
+    sub = bank.analysis(x)
+    assert sub.shape == (1, bands, 16000 // bands)
+    y = bank.synthesis(sub)
+    assert y.shape == x.shape
+    edge = 2 * bank.taps  # the zero padding at the ends
+    err = (y - x)[..., edge:-edge].square().mean()
+    snr = 10 * torch.log10(x[..., edge:-edge].square().mean() / err)
+    assert snr > {4: 60, 8: 50}[bands], snr
+    # each band holds its own stretch of the spectrum: a tone amid band 1 lands there
+    t = torch.arange(16000) / 16000
+    tone = torch.sin(2 * torch.pi * 1.5 * (8000 / bands) * t)[None, None]
+    energy = bank.analysis(tone)[..., edge:-edge].square().mean(-1)[0]
+    assert energy.argmax() == 1
+    assert energy.max() > 100 * energy.sort().values[-2]
+
+
+def test_sub_bands_must_divide_the_hop():
+    from speechvq.config import PostFilterConfig
+    from speechvq.models.decoders.sf_wavenet import PostFilter
+
+    with pytest.raises(ValueError, match="divide the hop"):
+        PostFilter(PostFilterConfig(bands=8), 16, hop=20)
+    with pytest.raises(ValueError, match="bands must be one of"):
+        PostFilter(PostFilterConfig(bands=3), 16, hop=24)
 
 
 def test_the_model_file_round_trips_and_other_kinds_keep_their_config():

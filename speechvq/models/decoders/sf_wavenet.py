@@ -41,6 +41,7 @@ from speechvq.models.decoders.source_filter import (
     interp_frames,
     noise_generator,
 )
+from speechvq.models.pqmf import PQMF
 
 CHUNK_SAMPLES = 160_000  # 10 s at 16 kHz per pass of the post-filter in synthesis
 
@@ -51,32 +52,55 @@ class PostFilter(nn.Module):
 
     def __init__(self, cfg: PostFilterConfig, frame_channels: int, hop: int):
         super().__init__()
+        K = self.bands = cfg.bands
+        if hop % K:
+            raise ValueError(f"post_filter.bands {K} must divide the hop {hop}")
         self.hop = hop
+        self.pqmf = PQMF(K) if K > 1 else None
         R, k = cfg.channels, cfg.kernel_size
         self.dilations = [2 ** (i % cfg.dilation_cycle) for i in range(cfg.layers)]
         self.cond = nn.Conv1d(frame_channels, cfg.cond_channels, 1)
-        self.inp = nn.Conv1d(3, R, 1)
+        self.inp = nn.Conv1d(3 * K, R, 1)
         self.dilated = nn.ModuleList(
             nn.Conv1d(R, 2 * R, k, padding=d * (k // 2), dilation=d) for d in self.dilations
         )
         self.aux = nn.ModuleList(nn.Conv1d(cfg.cond_channels, 2 * R, 1) for _ in self.dilations)
         self.res = nn.ModuleList(nn.Conv1d(R, R, 1) for _ in self.dilations)
         self.skip = nn.ModuleList(nn.Conv1d(R, R, 1) for _ in self.dilations)
-        self.out = nn.Sequential(nn.ReLU(), nn.Conv1d(R, R, 1), nn.ReLU(), nn.Conv1d(R, 1, 1))
+        self.out = nn.Sequential(nn.ReLU(), nn.Conv1d(R, R, 1), nn.ReLU(), nn.Conv1d(R, K, 1))
         nn.init.zeros_(self.out[-1].weight)  # the correction starts at zero
         nn.init.zeros_(self.out[-1].bias)
 
     @property
     def receptive_field(self) -> int:
-        """Samples of context on each side that an output sample depends on."""
+        """Samples of context on each side that an output sample depends on (a multiple
+        of the bands: with sub-bands, the WaveNet's at their rate and both banks')."""
         k = self.dilated[0].kernel_size[0] if self.dilations else 1
-        return sum(d * (k // 2) for d in self.dilations)
+        wavenet = sum(d * (k // 2) for d in self.dilations)
+        if self.pqmf is None:
+            return wavenet
+        K = self.bands
+        return K * wavenet + K * -(-self.pqmf.taps // K)  # the banks' taps / 2 each
 
     def forward(self, source: torch.Tensor, features: torch.Tensor, t0: int = 0) -> torch.Tensor:
-        """The correction for samples t0 .. t0 + T of the utterance whose frame features
-        are `features` (all of them: the conditioning is interpolated where it lies)."""
-        T = source.shape[-1]
-        c = interp_frames(self.cond(features), t0, t0 + T, self.hop).to(source.dtype)
+        """The correction `[B, T]` for samples t0 .. t0 + T of the utterance whose frame
+        features are `features` (all of them: the conditioning is interpolated where it
+        lies). With sub-bands, t0 and T are multiples of the bands."""
+        B, _, T = source.shape
+        K = self.bands
+        if self.pqmf is not None:
+            if t0 % K or T % K:
+                raise ValueError(f"t0 {t0} and length {T} must be multiples of the bands ({K})")
+            source = self.pqmf.analysis(source.reshape(B * 3, 1, T)).reshape(B, 3 * K, T // K)
+        n, hop = source.shape[-1], self.hop // K
+        # Only the frames these samples lie between: a chunk of a long file costs by the chunk.
+        f_lo, f_hi = (
+            max(0, t0 // K // hop - 1),
+            min(features.shape[-1], -(-(t0 // K + n) // hop) + 1),
+        )
+        cond = self.cond(features[..., f_lo:f_hi])
+        c = interp_frames(cond, t0 // K - f_lo * hop, t0 // K - f_lo * hop + n, hop)
+        c = c.to(source.dtype)
         x = self.inp(source)
         skip = torch.zeros_like(x)
         for dilated, aux, res, sk in zip(self.dilated, self.aux, self.res, self.skip, strict=True):
@@ -84,7 +108,10 @@ class PostFilter(nn.Module):
             z = torch.tanh(a) * torch.sigmoid(b)
             skip = skip + sk(z)
             x = (x + res(z)) * math.sqrt(0.5)
-        return self.out(skip * math.sqrt(1.0 / max(1, len(self.dilations))))[:, 0]
+        out = self.out(skip * math.sqrt(1.0 / max(1, len(self.dilations))))  # [B, K, T / K]
+        if self.pqmf is not None:
+            out = self.pqmf.synthesis(out)
+        return out[:, 0]
 
 
 class SourceFilterWaveNetDecoder(SourceFilterDecoder):
@@ -115,7 +142,9 @@ class SourceFilterWaveNetDecoder(SourceFilterDecoder):
         gen = noise_generator(options.seed, latents.device)
         c = self.controls(latents, speaker, f0)
         harmonic, noise = self.render_parts(c, gen)
-        return self.filter_chunked(harmonic, noise, c.features.float())[0].cpu().numpy()
+        features = c.features.float()
+        del c  # the envelopes: 60 MB for 10 minutes, no longer needed
+        return self.filter_chunked(harmonic, noise, features)[0].cpu().numpy()
 
     def filter_chunked(
         self,
@@ -127,21 +156,23 @@ class SourceFilterWaveNetDecoder(SourceFilterDecoder):
         """`harmonic + noise + post(...)` `[B, T]`, `chunk` samples at a time, each read
         with the receptive field of real samples on either side (equal to one pass up
         to float rounding)."""
-        out = harmonic + noise
-        source = torch.stack([out, harmonic, noise], dim=1)
-        T, margin = out.shape[-1], self.post.receptive_field
-        pieces = []
-        for a in range(0, T, chunk):
+        corrected = harmonic + noise
+        T, margin = corrected.shape[-1], self.post.receptive_field
+        chunk = max(chunk - chunk % self.post.bands, self.post.bands)  # sub-band aligned
+        for a in range(0, T, chunk):  # the source stacked chunk by chunk: memory by the chunk
             b = min(T, a + chunk)
             lo, hi = max(0, a - margin), min(T, b + margin)
-            corr = self.post(source[..., lo:hi], features, t0=lo).float()
-            pieces.append(corr[..., a - lo : b - lo])
-        return out + torch.cat(pieces, dim=-1)
+            h, n = harmonic[..., lo:hi], noise[..., lo:hi]
+            source = torch.stack([h + n, h, n], dim=1)
+            corr = self.post(source, features, t0=lo).float()
+            corrected[..., a:b] += corr[..., a - lo : b - lo]
+        return corrected
 
     def describe(self) -> str:
         p = self.cfg.decoder.post_filter
         ms = 1000 * self.post.receptive_field / self.sample_rate
+        bands = f", on {p.bands} sub-bands" if p.bands > 1 else ""
         return (
             f"{super().describe()}, then a parallel WaveNet ({p.layers} layers, "
-            f"{p.channels} channels, +-{ms:.0f} ms)"
+            f"{p.channels} channels{bands}, +-{ms:.0f} ms)"
         )
