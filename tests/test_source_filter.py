@@ -68,6 +68,25 @@ def test_render_is_the_same_in_any_chunk_size(sf_model):
         assert torch.allclose(a, b, atol=1e-5), (chunk, (a - b).abs().max())
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_frame_network_runs_long_inputs_in_chunks_without_gradients(monkeypatch, causal):
+    from speechvq.models import frame_net
+
+    monkeypatch.setattr(frame_net, "CHUNK_FRAMES", 40)
+    torch.manual_seed(0)
+    net = frame_net.FrameNet(8, 16, layers=4, kernel=3, cycle=4, causal=causal).eval()
+    rf = (2 if causal else 1) * (1 + 1 + 2 + 4 + 8)  # a causal kernel's taps all lie behind
+    assert net.receptive_field == rf
+    x = torch.randn(2, 8, 301)
+    whole = net(x)  # with gradients: one pass
+    calls = []
+    monkeypatch.setattr(net, "_whole", lambda y, f=net._whole: calls.append(y.shape[-1]) or f(y))
+    with torch.no_grad():
+        chunked = net(x)
+    assert len(calls) == 8 and max(calls) == 40 + 2 * rf  # a chunk and its margins
+    assert torch.allclose(chunked, whole, atol=1e-6)
+
+
 def test_voiced_frames_give_harmonics_of_f0_and_unvoiced_ones_no_tone(sf_model):
     dec = sf_model.decoder
     f0 = torch.full((1, 250), 200.0)

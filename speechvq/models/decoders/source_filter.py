@@ -43,6 +43,9 @@ from speechvq.models.pitch import pitch_features
 # harmonics 8 Hz apart, 64 follows 4 ms transients.
 LOSS_FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 NOISE_FFT = 256  # filtered-noise STFT: window 256, hop 64 (one code frame)
+# Frames rendered at a time: 5 s. The harmonic bank of a chunk, [B, harmonics, samples],
+# is the largest tensor of a decode (82 MB at 10 s), so a chunk bounds its memory.
+RENDER_CHUNK_FRAMES = 1250
 LEAD_F0 = 100.0  # Hz held by unvoiced frames with no voiced one before them (see fill_unvoiced)
 
 
@@ -138,16 +141,22 @@ class SourceFilterDecoder(Decoder):
         return f"source-filter (harmonic-plus-noise, {sf.harmonics} harmonics, {sf.layers} layers)"
 
     def render(
-        self, c: Controls, generator: torch.Generator | None = None, chunk_frames: int = 2500
+        self,
+        c: Controls,
+        generator: torch.Generator | None = None,
+        chunk_frames: int = RENDER_CHUNK_FRAMES,
     ) -> torch.Tensor:
         """Synthesise `[B, F * hop]` from controls: the harmonics plus the filtered noise."""
         harmonic, noise = self.render_parts(c, generator, chunk_frames)
         return harmonic + noise
 
     def render_parts(
-        self, c: Controls, generator: torch.Generator | None = None, chunk_frames: int = 2500
+        self,
+        c: Controls,
+        generator: torch.Generator | None = None,
+        chunk_frames: int = RENDER_CHUNK_FRAMES,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The harmonic and the noise part `[B, F * hop]` each, `chunk_frames` frames (10 s)
+        """The harmonic and the noise part `[B, F * hop]` each, `chunk_frames` frames (5 s)
         at a time.
 
         Chunking bounds memory on long inputs (a 10-minute file would need
