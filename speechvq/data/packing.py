@@ -20,6 +20,7 @@ reads, bit for bit the samples and F0 that were kept.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -132,7 +133,7 @@ def pack_corpus(
     with atomic_output(out / "pack.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    return PackSummary(**{**summary.__dict__, "megabytes": round(size / 1e6, 2)})
+    return dataclasses.replace(summary, megabytes=round(size / 1e6, 2))
 
 
 def unpack_corpus(
