@@ -82,6 +82,24 @@ def test_a_time_budget_stops_checkpointed_and_exported_and_resumes(corpus, tmp_p
     assert rest.steps == 4 and not rest.out_of_time and not rest.interrupted
 
 
+def test_the_train_command_says_when_it_ran_out_of_time(corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from speechvq.cli import app
+
+    torch.set_num_threads(1)
+    config = tmp_path / "tiny.yaml"
+    config.write_text("preset: tiny\nbatch_size: 2\ncrop_seconds: 0.25\nvalid_every: 0\n")
+    run = ["train", str(corpus), "--out", str(tmp_path / "r"), "--max-steps", "2"]
+    cli = CliRunner()
+    r = cli.invoke(app, [*run, "--config", str(config), "--max-minutes", "1e-6"])
+    assert r.exit_code == 0, r.output
+    assert "out of time (--max-minutes) at step 1" in r.output
+    r = cli.invoke(app, [*run, "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "finished at step 2" in r.output
+
+
 def test_refuses_to_clobber_a_run(corpus, tmp_path):
     from speechvq.errors import SpeechVQError
 
