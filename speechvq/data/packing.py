@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from speechvq.data.corpus import (
+    PCM_SCALE,
     SPLITS,
     CorpusWriter,
     PreparedCorpus,
@@ -102,7 +103,7 @@ def pack_corpus(
         with CorpusWriter(stage, corpus.sample_rate, corpus.hop_length) as writer:
             for c in cuts:
                 crop = corpus.crop(c.utt, c.start, c.length)
-                pcm = np.round(crop.audio * 32768.0).astype(np.int16)  # exact: crop = int16 / 2^15
+                pcm = np.round(crop.audio * PCM_SCALE).astype(np.int16)  # exact: int16 / PCM_SCALE
                 writer.add(c.utt.id, c.utt.speaker, c.utt.path, pcm, crop.f0)
             writer.finish({c.utt.id: c.utt.split for c in cuts})
         audio = np.load(stage / "audio.npy")

@@ -90,8 +90,8 @@ class Task(Protocol):
 class LoopResult:
     steps: int
     elapsed: float  # seconds spent in steps, over all sessions of the run
-    interrupted: bool  # stopped by a signal, `stop_after` or `max_seconds` before `max_steps`
-    out_of_time: bool  # stopped by `max_seconds`
+    interrupted: bool  # stopped by a signal, `stop_after` or `max_minutes` before `max_steps`
+    out_of_time: bool  # stopped by `max_minutes`
     last: Step | None  # the last step of this call
 
 
@@ -115,18 +115,18 @@ def run(
     *,
     progress: bool = True,
     stop_after: int | None = None,
-    max_seconds: float | None = None,
+    max_minutes: float | None = None,
 ) -> LoopResult:
     """Train `task.module` from `state` (a checkpoint, or None) up to `cfg.max_steps`.
 
-    `max_seconds` ends this call, checkpointed and exported, at the first step
+    `max_minutes` ends this call, checkpointed and exported, at the first step
     that ends that long (wall clock) after it began: a time budget, e.g. for
     comparing recipes at equal CPU time or for a lent GPU's minutes; a rerun
     with `resume` goes on. `stop_after` ends it after that many steps (tests).
     Either leaves the run unfinished, as an interruption does.
     """
     loop = _Loop(task, cfg, run_dir, dist, device, state, progress)
-    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     with StopFlag() as flag:
         while loop.step < cfg.max_steps:
             loop.train_step()

@@ -299,7 +299,6 @@ def train_prior(
 
     before = (int(run.get("init_steps", 0)), float(run.get("init_hours", 0.0)))
     task = PriorTask(prior.to(device).train(), vqvae, codes, cfg, run_dir, before)
-    seconds = None if max_minutes is None else 60 * max_minutes
     r = loop.run(
         task,
         cfg,
@@ -309,7 +308,7 @@ def train_prior(
         state,
         progress=progress,
         stop_after=stop_after,
-        max_seconds=seconds,
+        max_minutes=max_minutes,
     )
     return PriorTrainResult(
         run_dir,

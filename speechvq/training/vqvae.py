@@ -306,7 +306,7 @@ def train(
     training a shipped model when its run folder is gone); its speakers must
     be the corpus's. `stop_after` ends this call after that many steps as if
     interrupted (tests); `max_minutes` after that much wall-clock time, checkpointed
-    and exported (`loop.run`'s `max_seconds`).
+    and exported (`loop.run`'s).
     """
     dist = Distributed.setup()
     device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
@@ -337,7 +337,6 @@ def train(
     task = VQVAETask(model, corpus, cfg, run_dir, device, base)
     if state is None and base is None and model_cfg.quantizer.kmeans_init:
         init_codebook(model, task.sampler, cfg, device)
-    seconds = None if max_minutes is None else 60 * max_minutes
     r = loop.run(
         task,
         cfg,
@@ -347,7 +346,7 @@ def train(
         state,
         progress=progress,
         stop_after=stop_after,
-        max_seconds=seconds,
+        max_minutes=max_minutes,
     )
     last_loss = float(r.last.figures()["recon_loss"]) if r.last is not None else float("nan")
     return TrainResult(

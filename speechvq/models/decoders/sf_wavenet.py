@@ -92,15 +92,12 @@ class PostFilter(nn.Module):
             if t0 % K or T % K:
                 raise ValueError(f"t0 {t0} and length {T} must be multiples of the bands ({K})")
             source = self.pqmf.analysis(source.reshape(B * 3, 1, T)).reshape(B, 3 * K, T // K)
-        n, hop = source.shape[-1], self.hop // K
+        n, hop, s0 = source.shape[-1], self.hop // K, t0 // K  # at the (sub-)band rate
         # Only the frames these samples lie between: a chunk of a long file costs by the chunk.
-        f_lo, f_hi = (
-            max(0, t0 // K // hop - 1),
-            min(features.shape[-1], -(-(t0 // K + n) // hop) + 1),
-        )
+        f_lo = max(0, s0 // hop - 1)
+        f_hi = min(features.shape[-1], -(-(s0 + n) // hop) + 1)
         cond = self.cond(features[..., f_lo:f_hi])
-        c = interp_frames(cond, t0 // K - f_lo * hop, t0 // K - f_lo * hop + n, hop)
-        c = c.to(source.dtype)
+        c = interp_frames(cond, s0 - f_lo * hop, s0 - f_lo * hop + n, hop).to(source.dtype)
         x = self.inp(source)
         skip = torch.zeros_like(x)
         for dilated, aux, res, sk in zip(self.dilated, self.aux, self.res, self.skip, strict=True):
