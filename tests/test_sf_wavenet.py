@@ -203,6 +203,23 @@ def test_discriminators_warm_up_alone_before_they_reach_the_decoder(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_feature_matching_sums_the_maps_as_hifigan_does():
+    from speechvq.training.adversarial import Adversary
+    from speechvq.training.vqvae import TrainConfig
+
+    adversary = Adversary(TrainConfig(adversarial=1.0, disc_channels=4), torch.device("cpu"))
+    torch.manual_seed(3)
+    real, fake = torch.randn(2, 4000) * 0.1, torch.randn(2, 4000) * 0.1
+    adv, fm = adversary.generator_losses(real, fake)
+    with torch.no_grad():
+        pairs = zip(adversary.disc(real), adversary.disc(fake), strict=True)
+        maps = [(a, b) for (_, fa), (_, fb) in pairs for a, b in zip(fa, fb, strict=True)]
+        expected = sum((a - b).abs().mean() for a, b in maps)
+    assert len(maps) == 48  # 8 discriminators x 6 maps
+    assert torch.allclose(fm, expected)  # summed, not averaged over the 48 maps
+    assert adversary.generator_losses(real, real)[1] == 0
+
+
 def test_adversarial_training_needs_a_parallel_decoder(tmp_path):
     import pytest
 
