@@ -220,6 +220,39 @@ def test_feature_matching_sums_the_maps_as_hifigan_does():
     assert adversary.generator_losses(real, real)[1] == 0
 
 
+def test_the_subband_loss_sees_a_tone_at_the_bands_edge():
+    _, wn = _models(bands=4)
+    post = wn.decoder.post
+    t = torch.arange(16000) / 16000
+    speech = (torch.sin(2 * torch.pi * 150 * t) * 0.3)[None]
+    tone = (torch.sin(2 * torch.pi * 4000 * t) * 0.01)[None]  # the edge of bands 2 and 3
+    pred = (speech + tone).requires_grad_()
+    assert post.subband_loss(speech, speech) == 0
+    loss = post.subband_loss(pred, speech)
+    loss.backward()
+    assert loss > 0 and pred.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="sub-bands"):
+        _models(bands=1)[1].decoder.post.subband_loss(speech, speech)
+
+
+def test_training_takes_the_subband_loss_with_sub_bands_only(tmp_path):
+    from speechvq.errors import SpeechVQError
+    from speechvq.training.vqvae import TrainConfig, train
+
+    from .conftest import make_prepared_corpus
+
+    corpus = make_prepared_corpus(tmp_path, utterances=1, heldout=0.0)
+    with pytest.raises(SpeechVQError, match="sub-bands"):
+        train(
+            corpus, tmp_path / "r", TrainConfig(preset="tiny-sf", subband_loss=1.0), progress=False
+        )
+    bands = {"decoder": {"post_filter": {"bands": 4}}}
+    small = dict(batch_size=2, crop_seconds=0.25, log_every=1, valid_every=0, export_every=0)
+    cfg = TrainConfig(preset="tiny-sfwn", model=bands, subband_loss=1.0, max_steps=2, **small)
+    run = train(corpus, tmp_path / "ok", cfg, progress=False)
+    assert (run.run_dir / "log.csv").read_text().count("subband_loss,") == 2
+
+
 def test_adversarial_training_needs_a_parallel_decoder(tmp_path):
     import pytest
 

@@ -97,6 +97,9 @@ class TrainConfig:
     # Weight of a log-mel L1 loss on a parallel decoder's output beside its STFT
     # loss (`speechvq.models.mel_loss`): more weight on the formant region; 0 disables.
     mel_loss: float = 0.0
+    # Weight of the STFT loss on the sf-wavenet post-filter's sub-bands beside the
+    # full-band one (`PostFilter.subband_loss`, Multi-band MelGAN's); 0 disables.
+    subband_loss: float = 0.0
     # Set by `train(init_from=...)`: the model file the run started from, and its
     # own training steps/hours, so exported models report the total.
     init_from: str | None = None
@@ -335,6 +338,8 @@ def train(
     for name in ("adversarial", "mel_loss"):
         if getattr(cfg, name) and model.config.decoder.kind == "wavenet":
             raise SpeechVQError(f"{name} needs a parallel decoder (source-filter or sf-wavenet)")
+    if cfg.subband_loss and getattr(getattr(model.decoder, "post", None), "pqmf", None) is None:
+        raise SpeechVQError("subband_loss needs an sf-wavenet decoder on sub-bands (bands > 1)")
     model.to(device).train()
     freeze(model, cfg.frozen)
     task = VQVAETask(model, corpus, cfg, run_dir, device, base)
@@ -433,6 +438,10 @@ class VQVAETask:
             mel = log_mel_loss(out.output, batch["wave"], self.corpus.sample_rate)
             loss = loss + self.cfg.mel_loss * mel
             extra["mel_loss"] = mel.detach()
+        if self.cfg.subband_loss:
+            sub = self.module.decoder.post.subband_loss(out.output, batch["wave"])
+            loss = loss + self.cfg.subband_loss * sub
+            extra["subband_loss"] = sub.detach()
         if self.adversary is not None and step >= self.cfg.adversarial_start:
             real, fake = batch["wave"], out.output
             with autocast():

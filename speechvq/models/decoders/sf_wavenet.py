@@ -40,10 +40,14 @@ from speechvq.models.decoders.source_filter import (
     SourceFilterDecoder,
     interp_frames,
     noise_generator,
+    spectral_loss,
 )
 from speechvq.models.pqmf import PQMF
 
 CHUNK_SAMPLES = 160_000  # 10 s at 16 kHz per pass of the post-filter in synthesis
+# The sub-band STFT loss's sizes at the band rate: 32-128 ms with 4 bands (Multi-band
+# MelGAN's, 171-683 points at 6 kHz, are 28-114 ms).
+SUBBAND_FFT_SIZES = (512, 256, 128)
 
 
 class PostFilter(nn.Module):
@@ -70,6 +74,18 @@ class PostFilter(nn.Module):
         self.out = nn.Sequential(nn.ReLU(), nn.Conv1d(R, R, 1), nn.ReLU(), nn.Conv1d(R, K, 1))
         nn.init.zeros_(self.out[-1].weight)  # the correction starts at zero
         nn.init.zeros_(self.out[-1].bias)
+
+    def subband_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The STFT loss of `[B, T]` waveforms on this post-filter's sub-bands (`spectral_loss`
+        over `SUBBAND_FFT_SIZES` at the band rate), as Multi-band MelGAN adds one beside the
+        full-band loss: a correction that leaks across the bands' edges (a steady tone there)
+        costs more here than in the full band. Needs sub-bands."""
+        if self.pqmf is None:
+            raise ValueError("subband_loss needs a post-filter on sub-bands (bands > 1)")
+        T = pred.shape[-1] - pred.shape[-1] % self.bands
+        p, t = (self.pqmf.analysis(x[:, None, :T].float()) for x in (pred, target))
+        flat = [x.reshape(-1, x.shape[-1]) for x in (p, t)]  # [B * K, T / K]
+        return spectral_loss(*flat, SUBBAND_FFT_SIZES)
 
     @property
     def receptive_field(self) -> int:

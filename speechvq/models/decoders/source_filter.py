@@ -285,12 +285,15 @@ def interp_frames(x: torch.Tensor, t0: int, t1: int, hop: int, dim: int = -1) ->
     return x.index_select(dim, i0) * (1 - w) + x.index_select(dim, i1) * w
 
 
-def spectral_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Multi-resolution STFT loss of `[B, T]` waveforms (DDSP): L1 of magnitudes and log-mags."""
+def spectral_loss(
+    pred: torch.Tensor, target: torch.Tensor, sizes: tuple[int, ...] = LOSS_FFT_SIZES
+) -> torch.Tensor:
+    """Multi-resolution STFT loss of `[B, T]` waveforms (DDSP): L1 of magnitudes and log-mags,
+    averaged over the FFT `sizes` (hop a quarter of each)."""
     with torch.autocast(pred.device.type, enabled=False):
         pred, target = pred.float(), target.float()
         total = pred.new_zeros(())
-        for n in LOSS_FFT_SIZES:
+        for n in sizes:
             window = torch.hann_window(n, device=pred.device)
             p, t = (
                 torch.stft(x, n, n // 4, window=window, return_complex=True).abs()
@@ -301,4 +304,4 @@ def spectral_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                 + (p - t).abs().mean()
                 + (torch.log(p + 1e-5) - torch.log(t + 1e-5)).abs().mean()
             )
-        return total / len(LOSS_FFT_SIZES)
+        return total / len(sizes)
