@@ -47,7 +47,8 @@ def main() -> None:
     hop = corpus.hop_length
     crop = int(args.crop_seconds * corpus.sample_rate) // hop * hop
     refs = model.speaker_encoder is not None
-    sampler = CropSampler(corpus, crop, args.batch, list(model.speakers), refs, 3 * 16000)
+    ref_len = 3 * corpus.sample_rate // hop * hop  # as training's reference_seconds: 3
+    sampler = CropSampler(corpus, crop, args.batch, list(model.speakers), refs, ref_len)
     cfg = SimpleNamespace(disc_channels=args.channels, disc_lr=args.lr, seed=args.seed)
     adversary = Adversary(cfg, torch.device("cpu"))
     n = sum(p.numel() for p in adversary.disc.parameters())

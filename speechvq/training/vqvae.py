@@ -338,7 +338,8 @@ def train(
     for name in ("adversarial", "mel_loss"):
         if getattr(cfg, name) and model.config.decoder.kind == "wavenet":
             raise SpeechVQError(f"{name} needs a parallel decoder (source-filter or sf-wavenet)")
-    if cfg.subband_loss and getattr(getattr(model.decoder, "post", None), "pqmf", None) is None:
+    dec = model.config.decoder
+    if cfg.subband_loss and not (dec.kind == "sf-wavenet" and dec.post_filter.bands > 1):
         raise SpeechVQError("subband_loss needs an sf-wavenet decoder on sub-bands (bands > 1)")
     model.to(device).train()
     freeze(model, cfg.frozen)
