@@ -1,3 +1,3 @@
 """The package version: bumped whenever a shipped model or a file format changes."""
 
-__version__ = "0.17.0"
+__version__ = "0.18.0"

@@ -57,6 +57,22 @@ def test_its_correction_trains_and_moves_the_output(bands):
     assert wn.decoder.post.out[-1].weight.abs().sum() > 0
 
 
+def test_its_head_passes_a_gradient_even_when_every_unit_is_off():
+    # 0.17.0's head (ReLUs, a biased last layer) died in an adversarial CPU run: no
+    # hidden unit fired, nothing but the last bias learned, a tone at the bands' edges.
+    _, wn = _models(4)
+    head = wn.decoder.post.out
+    assert head[-1].bias is None  # no constant of its own in any band
+    with torch.no_grad():
+        head[1].bias.fill_(-100.0)  # every hidden pre-activation below zero
+        head[-1].weight.normal_(0, 0.01)
+    wn.train()
+    latents, spk, f0 = _inputs()
+    wave = torch.sin(torch.arange(40 * 64) * 0.05)[None] * 0.3
+    wn.decoder.reconstruction_loss(wave, latents, spk, f0).backward()
+    assert head[1].weight.grad.abs().sum() > 0 and head[1].bias.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("bands", [1, 4, 8])
 def test_chunked_synthesis_equals_one_pass(bands):
     _, wn = _models(bands)
@@ -133,6 +149,11 @@ def test_it_trains_end_to_end_from_a_source_filter_model(tmp_path):
     r = train(corpus, tmp_path / "wn", cfg, init_from=first.model_path, progress=False)
     model = speechvq.load(r.model_path)
     assert model.config.decoder.kind == "sf-wavenet" and np.isfinite(r.last_loss)
+    rows = [line.split(",") for line in (r.run_dir / "log.csv").read_text().splitlines()]
+    active = [float(v) for k, v, *_ in rows if k == "post_active"]
+    level = [float(v) for k, v, *_ in rows if k == "correction_db"]
+    assert len(active) == len(level) == 3 and all(0 < a < 1 for a in active)
+    assert level[0] == -np.inf and np.isfinite(level[-1])  # zero, then trained away from it
     wave = model.decode(np.arange(20) % 16, "alice")
     assert wave.shape == (20 * 64,) and np.isfinite(wave).all()
 
@@ -339,3 +360,22 @@ def test_a_run_that_keeps_the_codes_keeps_the_prior_over_them(tmp_path):
     # The codes change when the codebook trains: the prior is left out.
     new_codes = load_file(run("new-codes", ["encoder"]).model_path)
     assert not any(k.startswith("prior.") for k in new_codes) and "packet_code" not in new_codes
+
+
+def test_a_file_of_the_old_head_is_refused_naming_its_writer(tmp_path):
+    from safetensors.torch import save_file
+
+    from speechvq.errors import SpeechVQError
+    from speechvq.models.modelfile import CHECKSUM_KEY, checksum, read_metadata
+
+    _, wn = _models(4)
+    wn.save(tmp_path / "new.safetensors")
+    meta = read_metadata(tmp_path / "new.safetensors")
+    tensors = {k: v.detach().contiguous() for k, v in wn.state_dict().items()}
+    tensors["decoder.post.out.3.bias"] = torch.zeros(4)  # the head before 0.18.0
+    meta = {k: v for k, v in meta.items() if k != CHECKSUM_KEY} | {"package_version": "0.17.0"}
+    meta[CHECKSUM_KEY] = checksum(tensors, meta)
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=meta)
+    with pytest.raises(SpeechVQError, match=r"out\.3\.bias .*written by speechvq 0\.17\.0"):
+        speechvq.load(tmp_path / "old.safetensors")
+    assert speechvq.load(tmp_path / "new.safetensors").config == wn.config

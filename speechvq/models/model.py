@@ -36,6 +36,7 @@ from speechvq.models.quantizer import VectorQuantizer
 from speechvq.models.speaker_encoder import SpeakerEncoder
 from speechvq.models.streaming import StreamDecoder, StreamEncoder
 from speechvq.models.voice import Voice, adapt_voice, extrapolate, voice_from_recordings
+from speechvq.version import __version__
 
 
 @dataclass
@@ -506,6 +507,10 @@ class SpeechVQ(nn.Module):
             ) from None
         if missing or unexpected:
             names = ", ".join((missing + unexpected)[:3])
-            raise SpeechVQError(f"{path}: weights do not match the config ({names} ...)")
+            writer = f.metadata.get("package_version")
+            note = ""
+            if writer and writer != __version__:  # e.g. sf-wavenet files before 0.18.0
+                note = f"; written by speechvq {writer}, this is {__version__}: load it with that"
+            raise SpeechVQError(f"{path}: weights do not match the config ({names} ...{note})")
         model.metadata = f.metadata
         return model.to(device).eval()

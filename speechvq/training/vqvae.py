@@ -408,6 +408,8 @@ class VQVAETask:
         self.trained = torch.tensor(trained, device=device)
         self.adversary = Adversary(cfg, device) if cfg.adversarial else None
         self.kept = kept_code_models(cfg, corpus, base)  # the base's prior, if the codes are its
+        dec = model.decoder
+        self.probe = PostFilterProbe(dec.post) if hasattr(dec, "post") else None
         self.critic = None
         if cfg.code_speaker:
             dim = model.config.encoder.latent_dim
@@ -463,6 +465,7 @@ class VQVAETask:
                 "pitch_loss": out.pitch_loss.item(),
                 "speaker_loss": spk_loss.item(),
                 **{k: v.item() for k, v in extra.items()},
+                **(self.probe.figures() if self.probe is not None else {}),
                 "perplexity": out.perplexity.item(),
                 "usage": out.usage.item(),
             },
@@ -491,6 +494,30 @@ class VQVAETask:
 
     def export(self, step: int, elapsed: float) -> None:
         _export(self.module, self.run_dir, self.corpus, step, elapsed, self.cfg, self.kept)
+
+
+class PostFilterProbe:
+    """What an sf-wavenet post-filter did in the last forward pass, for the training log:
+    - `post_active`: the share of its head's hidden pre-activations above zero. 0 is
+      a dead head, how 0.17.0's adversarial CPU runs ended (issue 17);
+    - `correction_db`: the correction's energy against the synthesiser's output's, in dB
+      (-inf at the start, when the correction is zero)."""
+
+    def __init__(self, post: torch.nn.Module):
+        self._seen: dict[str, torch.Tensor] = {}
+        post.out[1].register_forward_hook(self._head)
+        post.register_forward_hook(self._correction)
+
+    def _head(self, module, args, out: torch.Tensor) -> None:
+        self._seen["post_active"] = (out.detach() > 0).float().mean()
+
+    def _correction(self, module, args, out: torch.Tensor) -> None:
+        source = args[0].detach()  # [B, 3, T]: the synthesiser's output first
+        ratio = out.detach().float().square().mean() / source[:, 0].float().square().mean()
+        self._seen["correction_db"] = 10 * torch.log10(ratio)
+
+    def figures(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self._seen.items()}
 
 
 def _export(

@@ -48,6 +48,7 @@ CHUNK_SAMPLES = 160_000  # 10 s at 16 kHz per pass of the post-filter in synthes
 # The sub-band STFT loss's sizes at the band rate: 32-128 ms with 4 bands (Multi-band
 # MelGAN's, 171-683 points at 6 kHz, are 28-114 ms).
 SUBBAND_FFT_SIZES = (512, 256, 128)
+HEAD_SLOPE = 0.1  # the output head's leaky units (HiFi-GAN's slope)
 
 
 class PostFilter(nn.Module):
@@ -71,9 +72,19 @@ class PostFilter(nn.Module):
         self.aux = nn.ModuleList(nn.Conv1d(cfg.cond_channels, 2 * R, 1) for _ in self.dilations)
         self.res = nn.ModuleList(nn.Conv1d(R, R, 1) for _ in self.dilations)
         self.skip = nn.ModuleList(nn.Conv1d(R, R, 1) for _ in self.dilations)
-        self.out = nn.Sequential(nn.ReLU(), nn.Conv1d(R, R, 1), nn.ReLU(), nn.Conv1d(R, K, 1))
+        # Parallel WaveGAN's head has ReLUs and a biased last layer. Ours did too until
+        # 0.18.0, and a CPU adversarial run killed all 24 hidden units within 500 steps
+        # (none active on a held-out file, half at the start): the correction was then
+        # the last layer's bias alone, a constant in each sub-band, which the bank turns
+        # into a steady tone at the bands' edges (4 kHz) and a DC offset. Leaky units
+        # always pass a gradient, and with no bias the head has no constant of its own.
+        self.out = nn.Sequential(
+            nn.LeakyReLU(HEAD_SLOPE),
+            nn.Conv1d(R, R, 1),
+            nn.LeakyReLU(HEAD_SLOPE),
+            nn.Conv1d(R, K, 1, bias=False),
+        )
         nn.init.zeros_(self.out[-1].weight)  # the correction starts at zero
-        nn.init.zeros_(self.out[-1].bias)
 
     def subband_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The STFT loss of `[B, T]` waveforms on this post-filter's sub-bands (`spectral_loss`
