@@ -46,4 +46,5 @@ else
 fi
 kill "$keeper" 2>/dev/null || true
 bring_back
+svq log "$work/run" || true  # the run's figures by range of steps, into the reply's tail
 ls -l "$out"

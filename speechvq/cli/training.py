@@ -1,4 +1,4 @@
-"""The training commands: prepare, train, train-prior."""
+"""The training commands: prepare, pack, unpack, train, log, train-prior."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from speechvq.cli.common import ForceOpt, app, errors, names
+from speechvq.cli.common import ForceOpt, app, check_output, errors, names
 from speechvq.errors import SpeechVQError
 
 
@@ -137,6 +137,38 @@ def train(
         )
         state = _stopped(result)
         typer.echo(f"{out}: {state} step {result.steps}; model: {result.model_path}")
+
+
+@app.command("log")
+def log(
+    run: Path = typer.Argument(..., help="Run folder (from train or train-prior), or its log.csv."),
+    every: int | None = typer.Option(
+        None, "--every", help="Steps per row (default: at most about 20 rows)."
+    ),
+    keys: str = typer.Option(
+        "", "--keys", help="Comma-separated figures (default: losses, the post-filter's, speed)."
+    ),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw them to this PNG."),
+    force: bool = ForceOpt,
+):
+    """A training run's figures by range of steps, and a plot: is it still learning?"""
+    with errors():
+        from speechvq.training.run_log import (
+            default_every,
+            format_summary,
+            plot_log,
+            read_log,
+            summarise,
+        )
+
+        if plot is not None:
+            check_output(plot, force)
+        run_log = read_log(run)
+        chosen = list(names(keys)) or run_log.default_keys()
+        step = every or default_every(run_log)
+        typer.echo(format_summary(summarise(run_log, step, chosen), chosen))
+        if plot is not None:
+            typer.echo(f"plot: {plot_log(run_log, chosen, step, plot)}")
 
 
 @app.command("train-prior")
