@@ -253,6 +253,7 @@ def test_train_prior_end_to_end(corpus, tmp_path):
     assert float(meta["prior_bits_per_code"]) == pytest.approx(result.valid_bits_per_code, abs=1e-4)
     assert float(meta["prior_bitrate"]) == pytest.approx(result.valid_bits_per_code * 250, abs=0.1)
     assert meta["prior_training_steps"] == "40" and int(meta["prior_valid_codes"]) == 500
+    assert meta["prior_codes"] == "encoder"
     assert result.valid_bits_per_code < np.log2(K)
     # The exported file's prior is the trained one: its model file codes and decodes.
     pytest.importorskip("constriction")
@@ -283,6 +284,55 @@ def test_code_cache_is_reused_and_keyed_by_model(corpus, tmp_path):
         model.quantizer.codebook.mul_(1.01)  # another model: re-extracted
     extract_codes(model, prepared, cache, progress=False)
     assert cache.stat().st_mtime_ns != stamp
+
+
+def test_the_codes_compress_sends_are_searched_cached_and_resumed(corpus, tmp_path, monkeypatch):
+    from speechvq.data.corpus import PreparedCorpus
+    from speechvq.errors import SpeechVQError
+    from speechvq.inference.code_search import SearchConfig
+    from speechvq.inference.compression import sender_codes
+    from speechvq.training import prior as prior_training
+
+    prepared = PreparedCorpus(corpus / "prepared")
+    with pytest.raises(SpeechVQError, match="parallel decoder"):  # the tiny WaveNet's codes
+        extract_codes(vqvae(), prepared, tmp_path / "w.npz", search_steps=2, progress=False)
+    from .test_code_search import trained_looking
+
+    model = trained_looking()  # a source-filter model whose output depends on its codes
+    cache = tmp_path / "codes.npz"
+    plain = extract_codes(model, prepared, cache, progress=False)
+    codes_of = prior_training._codes_of
+    calls, stop_at = [], [3]
+
+    class Stop(Exception):  # stands for Ctrl-C (pytest takes a KeyboardInterrupt as its own)
+        pass
+
+    def counted(*args):
+        calls.append(args)
+        if len(calls) == stop_at[0]:
+            raise Stop  # interrupted during the third utterance
+        return codes_of(*args)
+
+    monkeypatch.setattr(prior_training, "_codes_of", counted)
+    with pytest.raises(Stop):
+        extract_codes(model, prepared, cache, search_steps=10, progress=False)
+    partial = tmp_path / "codes.npz.partial"
+    key = prior_training.codes_key(model, 10)
+    assert len(prior_training._read_partial(partial, key)) == 2
+    assert prior_training._read_partial(partial, prior_training.codes_key(model, 9)) == {}
+    calls.clear()
+    stop_at[0] = 0
+    searched = extract_codes(model, prepared, cache, search_steps=10, progress=False)
+    assert len(calls) == 6 - 2 and not partial.exists()  # the 2 done are not redone
+    first = prepared.utterances("train")[0]
+    want = sender_codes(model, prepared.audio(first), 16000, search=SearchConfig(steps=10)).codes
+    np.testing.assert_array_equal(searched["train"].utterance(0), want)
+    assert not np.array_equal(searched["train"].codes, plain["train"].codes)
+    stamp = cache.stat().st_mtime_ns  # cached, keyed by the search
+    extract_codes(model, prepared, cache, search_steps=10, progress=False)
+    assert cache.stat().st_mtime_ns == stamp
+    again = extract_codes(model, prepared, cache, progress=False)
+    np.testing.assert_array_equal(again["train"].codes, plain["train"].codes)
 
 
 def test_resume_gives_the_same_weights(corpus, tmp_path):

@@ -196,6 +196,13 @@ def train_prior(
         help="Start from this model's prior (a file or name; the same architecture) instead of "
         "from scratch.",
     ),
+    search: int | None = typer.Option(
+        None,
+        "--search",
+        help="Learn the codes compress sends, searched this many steps (its default: 30), "
+        "not the encoder's: about 3 s of one CPU thread per second of audio, once; an "
+        "interrupted extraction goes on where it stopped. Default: the config's (0).",
+    ),
     bigram: bool = typer.Option(
         False,
         "--bigram",
@@ -219,7 +226,8 @@ def train_prior(
         from speechvq.training.prior import PriorTrainConfig
         from speechvq.training.prior import train_prior as run_prior_training
 
-        cfg = PriorTrainConfig.from_yaml(config)
+        overrides = {} if search is None else {"search_steps": search}
+        cfg = PriorTrainConfig.from_yaml(config, **overrides)
         r = run_prior_training(
             manifest,
             model,

@@ -164,26 +164,18 @@ def compress(
     if speaker is not None:
         model.speaker_id(speaker)  # an unknown speaker fails here, naming the known ones
     source = entropy_source(model, entropy, speaker)
-    latents = model.latents(wave, sample_rate)  # [D, F]: kept for the search
-    codes = model.quantize(latents)
-    # The input's F0, tracked once for both the pitch track and the voice's level.
-    track_f0 = (
-        model.input_f0(wave, sample_rate, codes.size) if pitch and model.pitch is not None else None
+    sent = sender_codes(
+        model,
+        wave,
+        sample_rate,
+        speaker=speaker,
+        pitch=pitch,
+        adapt_steps=adapt_steps,
+        search=search,
+        progress=progress,
+        label=str(path),
     )
-    voice = None
-    if model.speaker_encoder is not None and speaker is None:
-        f0 = None if track_f0 is None else [track_f0]
-        try:  # the input's own voice travels with its codes
-            voice = pack_voice(header_voice(model, wave, sample_rate, f0, adapt_steps, progress))
-        except SpeechVQError as exc:
-            warnings.warn(
-                f"{path}: no voice stored ({exc}); decoded as a training voice", stacklevel=2
-            )
-    symbols = None if track_f0 is None else pitch_symbols(model, track_f0)
-    if search is not None and search.steps > 0:
-        codes = _searched_codes(
-            model, wave, sample_rate, latents, voice, speaker, symbols, search, progress
-        )
+    codes, voice, symbols = sent.codes, sent.voice, sent.pitch_symbols
     num_samples = round(np.asarray(wave).size * model.sample_rate / sample_rate)
     svq = pack_codes(
         codes,
@@ -206,6 +198,53 @@ def compress(
     )
     write_svq(path, header, payload, force=force)
     return header
+
+
+@dataclasses.dataclass(frozen=True)
+class SentCodes:
+    """What `compress` sends for a recording, before entropy coding."""
+
+    codes: np.ndarray  # [F] the encoder's, or searched by synthesis
+    voice: str | None  # the header's voice (`pack_voice`), with a speaker encoder
+    pitch_symbols: np.ndarray | None  # the pitch track's symbols, with the pitch path
+
+
+def sender_codes(
+    model: Any,
+    wave: np.ndarray,
+    sample_rate: int,
+    *,
+    speaker: str | None = None,
+    pitch: bool = True,
+    adapt_steps: int = COMPRESS_ADAPT_STEPS,
+    search: SearchConfig | None = None,
+    progress: bool = False,
+    label: str = "<input>",
+) -> SentCodes:
+    """The codes, voice and pitch track that `compress` writes for a `[T]` waveform (see
+    there); also what a prior is trained on to fit them (`train-prior`'s `search_steps`).
+    `label` names the input in the warning when no voice could be taken from it."""
+    latents = model.latents(wave, sample_rate)  # [D, F]: kept for the search
+    codes = model.quantize(latents)
+    # The input's F0, tracked once for both the pitch track and the voice's level.
+    track_f0 = (
+        model.input_f0(wave, sample_rate, codes.size) if pitch and model.pitch is not None else None
+    )
+    voice = None
+    if model.speaker_encoder is not None and speaker is None:
+        f0 = None if track_f0 is None else [track_f0]
+        try:  # the input's own voice travels with its codes
+            voice = pack_voice(header_voice(model, wave, sample_rate, f0, adapt_steps, progress))
+        except SpeechVQError as exc:
+            warnings.warn(
+                f"{label}: no voice stored ({exc}); decoded as a training voice", stacklevel=3
+            )
+    symbols = None if track_f0 is None else pitch_symbols(model, track_f0)
+    if search is not None and search.steps > 0:
+        codes = _searched_codes(
+            model, wave, sample_rate, latents, voice, speaker, symbols, search, progress
+        )
+    return SentCodes(codes, voice, symbols)
 
 
 def _searched_codes(model, wave, sample_rate, latents, voice, speaker, symbols, search, progress):

@@ -71,4 +71,6 @@ def describe_model(m: Any) -> list[tuple[str, str]]:
                 f"{m.metadata['prior_bitrate']} bit/s",
             )
         )
+    if "prior_codes" in m.metadata:  # since 0.18.0: the encoder's, or searched
+        rows.append(("prior trained on", f"codes: {m.metadata['prior_codes']}"))
     return rows

@@ -1,9 +1,10 @@
 """Training the WaveNet prior over a trained VQ-VAE's codes (VQ-VAE §4.3).
 
 1. `extract_codes` encodes every utterance of the prepared corpus once with
-   the VQ-VAE's encoder and caches the codes in `RUN_DIR/codes.npz`, keyed by
-   the VQ-VAE's hash (`models.modelfile.model_hash`): another model, or
-   another corpus, invalidates the cache.
+   the VQ-VAE's encoder (or, with `search_steps`, as `compress` would send it:
+   searched by synthesis) and caches the codes in `RUN_DIR/codes.npz`, keyed
+   by the VQ-VAE's hash (`models.modelfile.model_hash`) and the search: another
+   model, another search or another corpus invalidates the cache.
 2. `train_prior` fits the prior in the loop every trainer shares
    (`speechvq.training.loop`), supplying only `PriorTask`: data order a pure
    function of (seed, step, rank), so a resumed run ends with the same
@@ -66,6 +67,12 @@ class PriorTrainConfig:
     export_every: int = 0  # also write model.safetensors this often (it is after each validation)
     seed: int = 0
     precision: str = "auto"  # auto | bf16 | fp32
+    # The codes it learns: 0, the encoder's; N, those `compress` sends, searched N steps
+    # by synthesis with each utterance's own voice and pitch track (`sender_codes`),
+    # which the encoder's codes' prior predicts less well (issue 17). About 3 s of one
+    # CPU thread per second of audio at 30 steps; the extraction keeps its progress in
+    # codes.npz.partial and goes on from it.
+    search_steps: int = 0
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike | None, **overrides: Any) -> PriorTrainConfig:
@@ -107,45 +114,125 @@ def vqvae_hash(model: Any) -> str:
     return model_hash(tensors, model.config.to_dict())
 
 
+PARTIAL_EVERY = 20  # utterances between saves of a searched extraction's progress
+
+
 def extract_codes(
-    model: Any, corpus: PreparedCorpus, cache: Path, *, progress: bool = True
+    model: Any,
+    corpus: PreparedCorpus,
+    cache: Path,
+    *,
+    search_steps: int = 0,
+    progress: bool = True,
 ) -> dict[str, CodeSet]:
-    """The codes of every utterance of both splits, from `cache` when it fits, else encoded."""
+    """The codes of every utterance of both splits, from `cache` when it fits, else encoded
+    (with `search_steps`, as `compress` sends them: `PriorTrainConfig.search_steps`)."""
     if (corpus.sample_rate, corpus.hop_length) != (model.sample_rate, model.hop_length):
         raise SpeechVQError(
             f"{corpus.path}: prepared at {corpus.sample_rate} Hz, hop {corpus.hop_length};"
             f" the model wants {model.sample_rate} Hz, hop {model.hop_length}"
         )
-    key = vqvae_hash(model)
+    key = codes_key(model, search_steps)
     splits = {s: corpus.utterances(s) for s in SPLITS}
     cached = _read_cache(cache, key, {s: [u.id for u in us] for s, us in splits.items()})
     if cached is not None:
         return cached
+    partial = cache.with_name(cache.name + ".partial")
+    done = _read_partial(partial, key) if search_steps else {}
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(corpus), unit="utt", desc="extracting codes", dynamic_ncols=True)
+        desc = f"searching codes ({search_steps} steps)" if search_steps else "extracting codes"
+        bar = tqdm(total=len(corpus), initial=len(done), unit="utt", desc=desc, dynamic_ncols=True)
+    fresh = 0
+    try:
+        for utts in splits.values():
+            for u in utts:
+                if u.id in done:
+                    continue
+                done[u.id] = _codes_of(model, corpus.audio(u), corpus.sample_rate, search_steps)
+                fresh += 1
+                if search_steps and fresh % PARTIAL_EVERY == 0:
+                    _write_partial(partial, key, done)
+                if bar is not None:
+                    bar.update(1)
+    finally:  # an interrupted search keeps what it found
+        if search_steps and fresh % PARTIAL_EVERY:
+            _write_partial(partial, key, done)
+        if bar is not None:
+            bar.close()
+    spk = {s: i for i, s in enumerate(model.speakers)}
     out: dict[str, CodeSet] = {}
     for split, utts in splits.items():
-        codes, lengths = [], []
-        for u in utts:
-            c = model.encode(corpus.audio(u), corpus.sample_rate)
-            codes.append(c)
-            lengths.append(c.size)
-            if bar is not None:
-                bar.update(1)
-        spk = {s: i for i, s in enumerate(model.speakers)}
+        codes = [done[u.id] for u in utts]
         out[split] = CodeSet(
             codes=np.concatenate(codes) if codes else np.zeros(0, np.int64),
-            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            offsets=np.concatenate([[0], np.cumsum([c.size for c in codes])]).astype(np.int64),
             speakers=np.array([spk.get(u.speaker, -1) for u in utts], dtype=np.int64),
             ids=np.array([u.id for u in utts], dtype=str),
         )
-    if bar is not None:
-        bar.close()
     _write_cache(cache, key, out)
+    partial.unlink(missing_ok=True)
     return out
+
+
+def codes_key(model: Any, search_steps: int = 0) -> str:
+    """What a code cache is valid for: the VQ-VAE, and how its codes were chosen."""
+    key = vqvae_hash(model)
+    return f"{key}+search{search_steps}" if search_steps else key
+
+
+def _codes_of(model: Any, wave: np.ndarray, sample_rate: int, search_steps: int) -> np.ndarray:
+    """One utterance's codes `[F]`: the encoder's, or as `compress` sends them."""
+    if not search_steps:
+        return model.encode(wave, sample_rate)
+    import warnings
+
+    from speechvq.inference.code_search import default_search
+    from speechvq.inference.compression import sender_codes
+
+    search = default_search(model)  # compress's search, with the steps asked for
+    if search is None:
+        raise SpeechVQError(
+            "search_steps needs a parallel decoder: compress does not search an "
+            "autoregressive WaveNet's codes"
+        )
+    search = dataclasses.replace(search, steps=search_steps)
+    with warnings.catch_warnings():  # a short utterance with no voice: a training voice
+        warnings.simplefilter("ignore")
+        sent = sender_codes(model, wave, sample_rate, search=search)
+    return np.asarray(sent.codes, dtype=np.int64)
+
+
+def _write_partial(path: Path, key: str, done: dict[str, np.ndarray]) -> None:
+    from speechvq.files import atomic_output
+
+    ids = list(done)
+    lengths = [done[i].size for i in ids]
+    arrays = {
+        "format": np.array(CACHE_FORMAT),
+        "model_hash": np.array(key),
+        "ids": np.array(ids, dtype=str),
+        "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "codes": np.concatenate([done[i] for i in ids]).astype(np.uint16)
+        if ids
+        else np.zeros(0, np.uint16),
+    }
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _read_partial(path: Path, key: str) -> dict[str, np.ndarray]:
+    """The utterances a searched extraction had done, by id; empty if none or another's."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["format"]) != CACHE_FORMAT or str(z["model_hash"]) != key:
+                return {}
+            ids, offsets, codes = z["ids"].tolist(), z["offsets"], z["codes"].astype(np.int64)
+    except (OSError, KeyError, ValueError):
+        return {}
+    return {i: codes[offsets[n] : offsets[n + 1]] for n, i in enumerate(ids)}
 
 
 def _write_cache(path: Path, key: str, sets: dict[str, CodeSet]) -> None:
@@ -291,11 +378,14 @@ def train_prior(
         run.update({k: v for k, v in json.loads(run_json.read_text()).items() if k in INIT_KEYS})
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        extract_codes(vqvae, corpus, run_dir / "codes.npz", progress=progress)
+        search = cfg.search_steps
+        extract_codes(vqvae, corpus, run_dir / "codes.npz", search_steps=search, progress=progress)
         run_json.write_text(json.dumps(run, indent=2))
     if dist.world > 1:
         torch.distributed.barrier()
-    codes = extract_codes(vqvae, corpus, run_dir / "codes.npz", progress=False)
+    codes = extract_codes(
+        vqvae, corpus, run_dir / "codes.npz", search_steps=cfg.search_steps, progress=False
+    )
 
     before = (int(run.get("init_steps", 0)), float(run.get("init_hours", 0.0)))
     task = PriorTask(prior.to(device).train(), vqvae, codes, cfg, run_dir, before)
@@ -396,7 +486,8 @@ class PriorTask:
     def export(self, step: int, elapsed: float) -> None:
         steps, hours = self.before
         total = (steps + step, hours * 3600 + elapsed)
-        _export(self.vqvae, self.module, self.run_dir, *total, self.bits, self.valid_codes)
+        codes = f"searched {self.cfg.search_steps} steps" if self.cfg.search_steps else "encoder"
+        _export(self.vqvae, self.module, self.run_dir, *total, self.bits, self.valid_codes, codes)
 
     def extra_state(self) -> dict:
         return {}  # the prior is all there is
@@ -406,11 +497,20 @@ class PriorTask:
 
 
 def _export(
-    vqvae: Any, prior: Prior, run_dir: Path, step: int, elapsed: float, bits: float, n: int
+    vqvae: Any,
+    prior: Prior,
+    run_dir: Path,
+    step: int,
+    elapsed: float,
+    bits: float,
+    n: int,
+    codes: str = "encoder",
 ) -> None:
     """Write the VQ-VAE with a copy of the prior inside, keeping the VQ-VAE's own metadata;
-    `step` and `elapsed` count the prior's training in all, its `init_from` start's included."""
+    `step` and `elapsed` count the prior's training in all, its `init_from` start's included;
+    `codes` says which codes it learnt (the encoder's, or searched)."""
     meta = inherited_metadata(vqvae, "prior_")
+    meta["prior_codes"] = codes
     meta["prior_training_steps"] = str(step)
     meta["prior_training_hours"] = f"{elapsed / 3600:.2f}"
     if n:  # held-out figures, when the corpus has a validation split
