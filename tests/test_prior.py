@@ -254,6 +254,9 @@ def test_train_prior_end_to_end(corpus, tmp_path):
     assert float(meta["prior_bitrate"]) == pytest.approx(result.valid_bits_per_code * 250, abs=0.1)
     assert meta["prior_training_steps"] == "40" and int(meta["prior_valid_codes"]) == 500
     assert meta["prior_codes"] == "encoder"
+    from speechvq.inference.summary import describe_model
+
+    assert ("prior trained on", "codes: encoder") in describe_model(model)
     assert result.valid_bits_per_code < np.log2(K)
     # The exported file's prior is the trained one: its model file codes and decodes.
     pytest.importorskip("constriction")
