@@ -50,6 +50,13 @@ def test_the_default_range_gives_about_twenty_rows_of_whole_log_intervals(tmp_pa
     assert default_every(log) == 10  # not 5: ranges with nothing logged would be empty
 
 
+def test_a_log_without_the_usual_figures_shows_all_of_its_own(tmp_path):
+    log = CsvLog(tmp_path / "log.csv")
+    for step in (10, 20):
+        log.write(step=step, elapsed=1.0, my_loss=0.5, lr=1e-3)
+    assert read_log(tmp_path).default_keys() == ["my_loss"]
+
+
 def test_unknown_figures_and_missing_logs_are_clear_errors(tmp_path):
     with pytest.raises(SpeechVQError, match="no training log"):
         read_log(tmp_path)

@@ -54,7 +54,7 @@ class RunLog:
     def keys(self) -> list[str]:
         """The training figures (not validation, not bookkeeping) in `DEFAULT_KEYS` order,
         then the others in the order first written."""
-        known = self.default_keys()
+        known = [k for k in DEFAULT_KEYS if k in self.series]
         others = [
             k
             for k in self.series
